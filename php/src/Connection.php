@@ -1,0 +1,427 @@
+<?php
+
+declare(strict_types=1);
+
+namespace Wsfpm;
+
+/**
+ * One websocket connection, held by the php-fpm request that accept()ed it.
+ *
+ * STDIN and STDOUT of the request carry frames (docs/protocol.md), so after
+ * accept() nothing else may be echoed: use send().
+ */
+final class Connection
+{
+    public const PROTOCOL_VERSION = '1';
+
+    private const DEFAULT_MAX_MESSAGE = 1048576;
+
+    private const FATAL_ERRORS = E_ERROR | E_PARSE | E_CORE_ERROR | E_COMPILE_ERROR | E_USER_ERROR | E_RECOVERABLE_ERROR;
+
+    /** A request has one response: it can be accepted or rejected once. */
+    private static bool $answered = false;
+
+    private bool $closed = false;
+
+    private ?int $closeCode = null;
+
+    private string $closeReason = '';
+
+    private int $bytesIn = 0;
+
+    /**
+     * @param resource $in
+     * @param resource $out
+     */
+    private function __construct(
+        private $in,
+        private $out,
+        private readonly string $id,
+        private readonly int $maxMessage,
+        private readonly bool $underFpm,
+        private readonly ?InputSpool $spool,
+    ) {
+    }
+
+    /**
+     * Accept the upgrade: after this the request is a websocket.
+     *
+     * @param array<string, string|list<string>> $headers sent with the 101, e.g. ['Sec-WebSocket-Protocol' => 'chat.v1'];
+     *        the daemon forwards Sec-WebSocket-Protocol, Set-Cookie and X-* only
+     * @throws Exception when not running under wsfpm, on a protocol mismatch, or if output already started
+     */
+    public static function accept(array $headers = []): self
+    {
+        $version = $_SERVER['WSFPM_PROTOCOL'] ?? null;
+        if ($version === null) {
+            throw new Exception(
+                'Connection::accept() only works in a request made by the wsfpm daemon '
+                . '($_SERVER[\'WSFPM_PROTOCOL\'] is not set): point the websocket at wsfpm, not at the web server'
+            );
+        }
+        if ((string) $version !== self::PROTOCOL_VERSION) {
+            throw new Exception(sprintf(
+                'the wsfpm daemon speaks protocol %s but this library speaks %s: upgrade the older side',
+                (string) $version,
+                self::PROTOCOL_VERSION,
+            ));
+        }
+        self::assertCanRespond();
+        $lines = self::headerLines($headers);
+
+        // Must happen before the first byte of output, or PHP refuses the change;
+        // gzip output would not be frames.
+        @ini_set('zlib.output_compression', '0');
+        // An HTML warning printed into STDOUT would land between frames; keep errors visible in the log instead.
+        if (!in_array(strtolower((string) ini_get('display_errors')), ['', '0', 'off', 'no', 'false', 'stderr'], true)) {
+            @ini_set('display_errors', '0');
+            @ini_set('log_errors', '1');
+        }
+        self::dropOutputBuffers();
+        if (ob_get_level() > 0) {
+            throw new Exception('an output buffer that cannot be removed is active: it would hold frames back until the script ends');
+        }
+        self::$answered = true;
+
+        // max_execution_time counts CPU time, which a busy connection eventually uses up.
+        @set_time_limit(0);
+        // The session lock would block every page request of this user for as long as the socket is open.
+        if (function_exists('session_status') && session_status() === PHP_SESSION_ACTIVE) {
+            session_write_close();
+        }
+
+        http_response_code(101);
+        foreach ($lines as [$line, $replace]) {
+            header($line, $replace);
+        }
+
+        $in = fopen('php://input', 'rb');
+        $out = fopen('php://output', 'wb');
+        if ($in === false || $out === false) {
+            throw new Exception('cannot open php://input or php://output');
+        }
+        // With a read buffer, fread() waits for 8 KiB to arrive: small messages would stall.
+        stream_set_read_buffer($in, 0);
+
+        $conn = new self(
+            $in,
+            $out,
+            (string) ($_SERVER['WSFPM_CONNECTION_ID'] ?? ''),
+            self::maxMessageFromServer(),
+            true,
+            new InputSpool(),
+        );
+        register_shutdown_function(static function () use ($conn): void {
+            // Registered again from inside shutdown so it runs after the script's own
+            // shutdown functions, which may still want to send or close.
+            register_shutdown_function(static fn () => $conn->shutdown());
+        });
+
+        // PHP sends its headers only together with the first body byte, so this frame is what delivers the 101.
+        $conn->write(Frame::encode(Frame::OPEN));
+        return $conn;
+    }
+
+    /**
+     * Refuse the upgrade with an HTTP response, then end the script.
+     *
+     * @param array<string, string|list<string>> $headers
+     */
+    public static function reject(int $status, string $body = '', array $headers = []): never
+    {
+        // 1xx is not a refusal (101 would be read as acceptance).
+        if ($status < 200 || $status > 599) {
+            throw new Exception("reject() needs an HTTP status between 200 and 599, got $status");
+        }
+        self::assertCanRespond();
+        $lines = self::headerLines($headers);
+        // Stray output before reject() would be glued in front of the body.
+        self::dropOutputBuffers();
+        self::$answered = true;
+
+        http_response_code($status);
+        foreach ($lines as [$line, $replace]) {
+            header($line, $replace);
+        }
+        echo $body;
+        flush();
+        // Without this php-fpm holds the response until the daemon ends STDIN, which it never does on its own.
+        if (function_exists('fastcgi_finish_request')) {
+            fastcgi_finish_request();
+        }
+        exit;
+    }
+
+    /**
+     * Wrap existing streams, for testing the codec without php-fpm.
+     * No headers, no OPEN frame, no shutdown handling, no spool trimming.
+     *
+     * @internal
+     * @param resource $in
+     * @param resource $out
+     */
+    public static function fromStreams($in, $out, string $id = 'test', int $maxMessage = self::DEFAULT_MAX_MESSAGE): self
+    {
+        if (!is_resource($in) || !is_resource($out)) {
+            throw new Exception('fromStreams() needs two stream resources');
+        }
+        return new self($in, $out, $id, $maxMessage, false, null);
+    }
+
+    /**
+     * Block until the next message. Returns null once the connection is over
+     * (client closed, daemon went away, or PHP closed it); see closeCode().
+     */
+    public function receive(): ?Message
+    {
+        while (!$this->closed) {
+            $header = $this->read(Frame::HEADER_SIZE);
+            if ($header === null) {
+                return $this->lost();
+            }
+            [$type, $length] = Frame::decodeHeader($header);
+            if ($length > $this->maxMessage) {
+                // The daemon closes oversized client messages itself (1009), so this is a
+                // broken peer; skipping would mean trusting a length we already doubt.
+                $this->close(1002, 'frame too large');
+                return null;
+            }
+            if ($type === Frame::TEXT || $type === Frame::BINARY) {
+                $payload = $this->read($length);
+                return $payload === null ? $this->lost() : new Message($payload, $type === Frame::BINARY);
+            }
+            if ($type === Frame::CLOSE) {
+                $payload = $this->read($length);
+                if ($payload === null) {
+                    return $this->lost();
+                }
+                [$this->closeCode, $this->closeReason] = Frame::parseClosePayload($payload);
+                $this->closed = true;
+                return null;
+            }
+            // Types we do not know (future channels, timers) are skipped, as the protocol asks.
+            if (!$this->skip($length)) {
+                return $this->lost();
+            }
+        }
+        return null;
+    }
+
+    /**
+     * Send one message. Text must be valid UTF-8: browsers drop the connection otherwise.
+     *
+     * @throws Exception when the connection is closed or the message is invalid or too large
+     */
+    public function send(string $data, bool $binary = false): void
+    {
+        if ($this->closed) {
+            throw new Exception('cannot send: the connection is closed');
+        }
+        if (strlen($data) > $this->maxMessage) {
+            throw new Exception(sprintf(
+                'cannot send %d bytes: the limit is %d (WSFPM_MAX_MESSAGE)',
+                strlen($data),
+                $this->maxMessage,
+            ));
+        }
+        if (!$binary && !self::isUtf8($data)) {
+            throw new Exception('a text message must be valid UTF-8; send it with $binary = true');
+        }
+        $this->write(Frame::encode($binary ? Frame::BINARY : Frame::TEXT, $data));
+    }
+
+    /**
+     * Close the connection. The reason is cut to 123 bytes on a character boundary.
+     * Does nothing if already closed, by either side.
+     *
+     * @throws Exception for a code that may not be sent or a reason that is not UTF-8
+     */
+    public function close(int $code = 1000, string $reason = ''): void
+    {
+        if (!Frame::isSendableCloseCode($code)) {
+            throw new Exception("close code $code may not be sent; use 1000-1003, 1007-1014 or 3000-4999");
+        }
+        if (!self::isUtf8($reason)) {
+            throw new Exception('a close reason must be valid UTF-8');
+        }
+        if ($this->closed) {
+            return;
+        }
+        try {
+            $this->sendClose($code, $reason);
+        } catch (Exception) {
+            // The peer is already gone, which is what closing wanted.
+        }
+    }
+
+    /** WSFPM_CONNECTION_ID: 32 hex characters, unique per connection. */
+    public function id(): string
+    {
+        return $this->id;
+    }
+
+    /**
+     * How the connection ended: the client's code (1005 if it gave none, 1006 if it
+     * vanished), or PHP's own code if PHP closed first. Null while open.
+     */
+    public function closeCode(): ?int
+    {
+        return $this->closeCode;
+    }
+
+    /** The reason that goes with closeCode(); '' while open. */
+    public function closeReason(): string
+    {
+        return $this->closeReason;
+    }
+
+    private function sendClose(int $code, string $reason): void
+    {
+        $reason = Frame::truncateUtf8($reason, Frame::MAX_CLOSE_REASON);
+        // Marked first: if the write fails we must not try another CLOSE later.
+        $this->closed = true;
+        $this->closeCode = $code;
+        $this->closeReason = $reason;
+        $this->write(Frame::encode(Frame::CLOSE, Frame::closePayload($code, $reason)));
+    }
+
+    /** Runs last at script end; see accept(). */
+    private function shutdown(): void
+    {
+        $error = error_get_last();
+        if ($error !== null && ($error['type'] & self::FATAL_ERRORS) !== 0 && !$this->closed) {
+            // Half-rendered output of whatever died would corrupt the frame stream.
+            self::dropOutputBuffers();
+            try {
+                // Never the error text: it can hold paths, queries or secrets, and the client is untrusted.
+                $this->sendClose(1011, 'internal error');
+            } catch (\Throwable) {
+                // Nothing left to tell.
+            }
+        }
+        // Otherwise php-fpm drains STDIN before ending the request, and the daemon only ends
+        // STDIN after END_REQUEST: the worker would stay busy until the daemon's grace timeout.
+        if (function_exists('fastcgi_finish_request')) {
+            fastcgi_finish_request();
+        }
+    }
+
+    /** Exactly $length bytes, or null at end of input. fread() may return less than asked. */
+    private function read(int $length): ?string
+    {
+        $data = '';
+        while (($missing = $length - strlen($data)) > 0) {
+            $chunk = fread($this->in, $missing);
+            if ($chunk === false || $chunk === '') {
+                return null;
+            }
+            $data .= $chunk;
+            $this->consumed(strlen($chunk));
+        }
+        return $data;
+    }
+
+    private function skip(int $length): bool
+    {
+        while ($length > 0) {
+            $chunk = $this->read(min($length, 65536));
+            if ($chunk === null) {
+                return false;
+            }
+            $length -= strlen($chunk);
+        }
+        return true;
+    }
+
+    private function consumed(int $bytes): void
+    {
+        $this->bytesIn += $bytes;
+        $this->spool?->consumed($this->bytesIn);
+    }
+
+    /** The daemon went away without a CLOSE frame. */
+    private function lost(): ?Message
+    {
+        $this->closed = true;
+        $this->closeCode ??= Frame::ABNORMAL;
+        return null;
+    }
+
+    private function write(string $bytes): void
+    {
+        $written = 0;
+        $total = strlen($bytes);
+        while ($written < $total) {
+            $n = @fwrite($this->out, $written === 0 ? $bytes : substr($bytes, $written));
+            if ($n === false || $n === 0) {
+                $this->closed = true;
+                $this->closeCode ??= Frame::ABNORMAL;
+                throw new Exception('writing to the daemon failed: the connection is gone');
+            }
+            $written += $n;
+        }
+        fflush($this->out);
+        if ($this->underFpm) {
+            // Pushes php-fpm's own buffer to the daemon now rather than at 8 KiB or script end.
+            flush();
+        }
+    }
+
+    private static function isUtf8(string $s): bool
+    {
+        // mbstring is optional; PCRE's UTF-8 check is always there and linear.
+        return preg_match('//u', $s) === 1;
+    }
+
+    private static function dropOutputBuffers(): void
+    {
+        // Clean, not flush: anything printed before accept() is not a frame.
+        while (ob_get_level() > 0 && @ob_end_clean()) {
+        }
+    }
+
+    private static function assertCanRespond(): void
+    {
+        if (self::$answered) {
+            throw new Exception('this request was already accepted or rejected');
+        }
+        if (headers_sent($file, $line)) {
+            throw new Exception("output started at $file:$line, so the response can no longer be a websocket upgrade");
+        }
+    }
+
+    /**
+     * Validated before anything is sent, so a bad header cannot leave a half-made response.
+     *
+     * @param array<mixed> $headers
+     * @return list<array{0: string, 1: bool}> header line and whether it replaces earlier ones
+     */
+    private static function headerLines(array $headers): array
+    {
+        $lines = [];
+        foreach ($headers as $name => $values) {
+            if (!is_string($name) || preg_match('/^[!#$%&\'*+.^_`|~0-9A-Za-z-]+$/D', $name) !== 1) {
+                throw new Exception('headers are given as [name => value] with HTTP token names, e.g. [\'X-Foo\' => \'bar\']');
+            }
+            $first = true;
+            foreach ((array) $values as $value) {
+                if (!is_string($value) && !is_int($value)) {
+                    throw new Exception("header $name: value must be a string");
+                }
+                $value = (string) $value;
+                if (strpbrk($value, "\r\n\0") !== false) {
+                    throw new Exception("header $name: value must not contain CR, LF or NUL");
+                }
+                $lines[] = ["$name: $value", $first];
+                $first = false;
+            }
+        }
+        return $lines;
+    }
+
+    private static function maxMessageFromServer(): int
+    {
+        $max = (string) ($_SERVER['WSFPM_MAX_MESSAGE'] ?? '');
+        return preg_match('/^\d{1,18}$/D', $max) === 1 && (int) $max > 0 ? (int) $max : self::DEFAULT_MAX_MESSAGE;
+    }
+}

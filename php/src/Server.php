@@ -1,0 +1,45 @@
+<?php
+
+declare(strict_types=1);
+
+namespace Wsfpm;
+
+/**
+ * Drives a Handler over one connection, for code written in callback style.
+ */
+final class Server
+{
+    /**
+     * Accept the upgrade and serve it until it closes.
+     *
+     * @param array<string, string|list<string>> $headers as for Connection::accept()
+     */
+    public static function run(Handler $handler, array $headers = []): void
+    {
+        self::serve(Connection::accept($headers), $handler);
+    }
+
+    /**
+     * Serve an already accepted connection. onClose is called exactly once, even
+     * when a callback throws: the error goes to onError and the client gets 1011.
+     */
+    public static function serve(Connection $conn, Handler $handler): void
+    {
+        try {
+            $handler->onOpen($conn);
+            while (($msg = $conn->receive()) !== null) {
+                $handler->onMessage($conn, $msg);
+            }
+        } catch (\Throwable $e) {
+            try {
+                $handler->onError($conn, $e);
+            } finally {
+                // The exception text stays server-side: the client only learns that we failed.
+                $conn->close(1011, 'internal error');
+                $handler->onClose($conn, $conn->closeCode() ?? 1011, $conn->closeReason());
+            }
+            return;
+        }
+        $handler->onClose($conn, $conn->closeCode() ?? Frame::ABNORMAL, $conn->closeReason());
+    }
+}

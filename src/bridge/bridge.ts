@@ -1,0 +1,179 @@
+/**
+ * Pipes one websocket and one PHP endpoint, each direction on its own, so a
+ * PHP script busy writing never stops the daemon from reading the client and
+ * the reverse.
+ *
+ * Backpressure: client → PHP, when the FastCGI socket buffer is full the
+ * websocket is paused (its TCP window closes, the client slows) until the
+ * socket drains. PHP → client, bytes handed to the websocket but not yet
+ * flushed are counted; above `highWater` php-fpm's socket is paused (PHP's
+ * writes block) until they fall to half of it.
+ *
+ * Shutdown order:
+ *  - client closes or vanishes: PHP gets CLOSE(code) then EOF on STDIN; it has
+ *    `closeGrace` to end before its socket is dropped.
+ *  - PHP sends CLOSE: the websocket closes with that code once queued
+ *    messages are flushed; then as above (PHP gets EOF).
+ *  - PHP's request ends: close 1000 (clean end), or 1011 when it ended
+ *    abnormally (no END_REQUEST, bad frame, fatal error on STDERR).
+ */
+import { isUtf8 } from 'node:buffer';
+import type { WebSocket, RawData } from 'ws';
+import { FrameType, closePayload, parseClosePayload, FrameError, type Frame } from '../protocol/frames.ts';
+import { type PhpEndpoint } from './php-endpoint.ts';
+import { wsfpmError, type WsfpmError } from '../errors.ts';
+import { type Log } from '../log.ts';
+
+export interface BridgeOptions {
+  highWater: number;
+  pingInterval: number;
+  closeGrace: number;
+}
+
+export interface BridgeStats {
+  messagesIn: number;
+  messagesOut: number;
+  bytesIn: number;
+  bytesOut: number;
+}
+
+/** Codes a server may put in a close frame (RFC 6455 7.4.1, 7.4.2). */
+export function sendableCloseCode(code: number): boolean {
+  return (code >= 1000 && code <= 1003) || (code >= 1007 && code <= 1014) || (code >= 3000 && code <= 4999);
+}
+
+function truncateReason(reason: string): string {
+  const b = Buffer.from(reason, 'utf8');
+  if (b.length <= 123) return reason;
+  let end = 123;
+  while (end > 0 && (b[end]! & 0xc0) === 0x80) end--;
+  return b.toString('utf8', 0, end);
+}
+
+export function bridge(ws: WebSocket, php: PhpEndpoint, options: BridgeOptions, log: Log, onClosed: (code: number, stats: BridgeStats) => void): void {
+  const stats: BridgeStats = { messagesIn: 0, messagesOut: 0, bytesIn: 0, bytesOut: 0 };
+  let unflushed = 0;
+  let phpPaused = false;
+  let phpEnded = false;
+  let closeSent = false;
+  let wsClosed = false;
+  let alive = true;
+  let graceTimer: NodeJS.Timeout | null = null;
+  const started = Date.now();
+
+  const closeClient = (code: number, reason = ''): void => {
+    if (closeSent || wsClosed) return;
+    closeSent = true;
+    ws.close(code, truncateReason(reason));
+  };
+
+  const fail = (error: WsfpmError): void => {
+    log.warn({ code: error.code, detail: error.detail, close: error.closeCode }, 'connection failed');
+    if (!closeSent && !wsClosed) {
+      closeSent = true;
+      ws.close(error.closeCode === 1006 ? 1011 : error.closeCode, error.closeCode === 1009 ? 'message too big' : 'internal error');
+    }
+  };
+
+  const onSent = (len: number) => (err?: Error | null): void => {
+    unflushed -= len;
+    if (err) return;
+    if (phpPaused && unflushed <= options.highWater / 2) {
+      phpPaused = false;
+      php.resume();
+    }
+  };
+
+  const toClient = (frame: Frame): void => {
+    if (closeSent || wsClosed) return;
+    const binary = frame.type === FrameType.Binary;
+    if (!binary && !isUtf8(frame.payload)) {
+      php.destroy();
+      fail(wsfpmError('WSFPM_ERR_PHP_FRAME', 'text frame is not valid UTF-8'));
+      return;
+    }
+    unflushed += frame.payload.length;
+    stats.messagesOut++;
+    stats.bytesOut += frame.payload.length;
+    ws.send(frame.payload, { binary }, onSent(frame.payload.length));
+    if (!phpPaused && unflushed > options.highWater) {
+      phpPaused = true;
+      php.pause();
+    }
+  };
+
+  php.attach({
+    onFrame(frame) {
+      switch (frame.type) {
+        case FrameType.Open:
+          return;
+        case FrameType.Text:
+        case FrameType.Binary:
+          return toClient(frame);
+        case FrameType.Close: {
+          let close: { code: number; reason: string };
+          try {
+            close = parseClosePayload(frame.payload);
+          } catch (err) {
+            return fail(wsfpmError('WSFPM_ERR_PHP_FRAME', (err as FrameError).message));
+          }
+          if (close.code === 1005) return closeClient(1000);
+          if (!sendableCloseCode(close.code)) return fail(wsfpmError('WSFPM_ERR_PHP_FRAME', `close code ${close.code} may not be sent`));
+          return closeClient(close.code, close.reason);
+        }
+        default:
+          php.destroy();
+          return fail(wsfpmError('WSFPM_ERR_PHP_FRAME', `unknown frame type 0x${frame.type.toString(16)}`));
+      }
+    },
+    onEnd(error) {
+      phpEnded = true;
+      if (graceTimer) clearTimeout(graceTimer);
+      if (error) return fail(error);
+      if (php.sawFatal && !closeSent) return fail(wsfpmError('WSFPM_ERR_PHP_DIED', 'PHP reported a fatal error'));
+      closeClient(1000);
+    },
+    onDrain() {
+      if (!wsClosed) ws.resume();
+    },
+  });
+
+  ws.on('message', (data: RawData, isBinary: boolean) => {
+    alive = true;
+    if (phpEnded || closeSent) return;
+    const payload = data as Buffer;
+    stats.messagesIn++;
+    stats.bytesIn += payload.length;
+    if (!php.send(isBinary ? FrameType.Binary : FrameType.Text, payload)) ws.pause();
+  });
+
+  ws.on('pong', () => {
+    alive = true;
+  });
+
+  const pinger = options.pingInterval > 0
+    ? setInterval(() => {
+        if (!alive) {
+          log.info({ code: 'WSFPM_ERR_PING_TIMEOUT' }, 'client did not answer pings; dropping it');
+          ws.terminate();
+          return;
+        }
+        alive = false;
+        ws.ping();
+      }, options.pingInterval)
+    : null;
+  pinger?.unref();
+
+  ws.on('close', (code: number, reasonBuf: Buffer) => {
+    wsClosed = true;
+    if (pinger) clearInterval(pinger);
+    if (!phpEnded) {
+      php.send(FrameType.Close, closePayload(code, truncateReason(reasonBuf.toString('utf8'))));
+      php.endInput();
+      graceTimer = setTimeout(() => php.destroy(), options.closeGrace);
+      graceTimer.unref();
+    }
+    onClosed(code, stats);
+    log.info({ code, durationMs: Date.now() - started, ...stats }, 'websocket closed');
+  });
+}

@@ -1,0 +1,175 @@
+/**
+ * The PHP end of a binding: one FastCGI request seen as a message endpoint.
+ *
+ * Life: open → header block (accept or refuse) → frames both ways → end.
+ * Until the websocket side attaches, PHP's output is held (PHP may send
+ * messages right after accepting, before the 101 is even written).
+ */
+import { type FpmAddress } from '../fastcgi/address.ts';
+import { type CgiHead } from '../fastcgi/cgi-headers.ts';
+import { FcgiRequest } from '../fastcgi/request.ts';
+import { FrameDecoder, FrameError, encodeFrame, type Frame } from '../protocol/frames.ts';
+import { wsfpmError, type WsfpmError } from '../errors.ts';
+import { type Log } from '../log.ts';
+
+export interface PhpSink {
+  onFrame(frame: Frame): void;
+  /** The request ended; `error` null means a clean END_REQUEST. */
+  onEnd(error: WsfpmError | null): void;
+  /** PHP accepts input again after send() returned false. */
+  onDrain(): void;
+}
+
+export interface PhpEndpointOptions {
+  maxMessage: number;
+  maxHeaderBlock: number;
+}
+
+const FATAL = /PHP (?:Fatal|Parse) error/;
+
+export class PhpEndpoint {
+  readonly #req: FcgiRequest;
+  readonly #log: Log;
+  readonly #decoder: FrameDecoder;
+  readonly head: Promise<CgiHead>;
+  #held: Buffer[] = [];
+  #heldBytes = 0;
+  /** Output held before attach beyond this pauses PHP (or, for a refusal body, ends it). */
+  #holdLimit: number;
+  #sink: PhpSink | null = null;
+  #endError: WsfpmError | null | undefined = undefined;
+  #bodyWaiter: ((error: WsfpmError | null) => void) | null = null;
+  /** PHP reported a fatal error on STDERR: an end without CLOSE is then a crash, not a goodbye. */
+  sawFatal = false;
+
+  constructor(address: FpmAddress, params: Iterable<readonly [string, string]>, options: PhpEndpointOptions, log: Log) {
+    this.#log = log;
+    this.#holdLimit = options.maxMessage + 64 * 1024;
+    this.#decoder = new FrameDecoder(options.maxMessage, (frame) => this.#sink?.onFrame(frame));
+    let resolveHead!: (head: CgiHead) => void;
+    let rejectHead!: (error: WsfpmError) => void;
+    this.head = new Promise((resolve, reject) => {
+      resolveHead = resolve;
+      rejectHead = reject;
+    });
+    // A head that is never awaited (client gone) must not become an unhandled rejection.
+    this.head.catch(() => {});
+    this.#req = new FcgiRequest(address, params, {
+      onHead: (head) => resolveHead(head),
+      onStdout: (chunk) => this.#onStdout(chunk),
+      onStderr: (line) => {
+        if (FATAL.test(line)) this.sawFatal = true;
+        this.#log.warn({ stderr: line }, 'PHP wrote to stderr');
+      },
+      onEnd: (error) => {
+        this.#endError = error;
+        if (!this.#req.head) rejectHead(error ?? wsfpmError('WSFPM_ERR_PHP_ENDED'));
+        this.#bodyWaiter?.(error);
+        this.#sink?.onEnd(error);
+      },
+      onDrain: () => this.#sink?.onDrain(),
+    }, { maxHeaderBlock: options.maxHeaderBlock });
+  }
+
+  /**
+   * PHP's answer to the upgrade, waited for at most `timeoutMs`. php-fpm holds
+   * a finished script's output until STDIN ends, so a page that does not use
+   * the helper library (no accept()/reject()) would look like a saturated
+   * pool: on timeout, STDIN is ended and PHP gets `probeMs` more. A refusal
+   * that then arrives is PHP's real answer; silence, or an accept that came
+   * only after its input was closed, is a 503.
+   */
+  async waitHead(timeoutMs: number, probeMs: number): Promise<CgiHead> {
+    const first = await within(this.head, timeoutMs);
+    if (first) return first;
+    this.endInput();
+    const late = await within(this.head, probeMs);
+    if (late && late.status !== 101) return late;
+    throw wsfpmError('WSFPM_ERR_FPM_BUSY', late ? 'PHP accepted only after the handshake timeout' : `no header block within ${timeoutMs} ms`);
+  }
+
+  get ended(): boolean {
+    return this.#endError !== undefined;
+  }
+
+  /** For a refused upgrade: PHP's output until END_REQUEST, at most `max` bytes (the rest is dropped). */
+  body(max: number): Promise<Buffer> {
+    return new Promise((resolve) => {
+      const done = (): void => resolve(Buffer.concat(this.#held).subarray(0, max));
+      if (this.ended) return done();
+      this.#bodyWaiter = () => done();
+      this.#holdLimit = max;
+      if (this.#heldBytes > max) this.destroy();
+      else this.#req.resumeStdout();
+    });
+  }
+
+  /** Starts frame delivery; replays what PHP sent before the websocket existed. */
+  attach(sink: PhpSink): void {
+    this.#sink = sink;
+    this.#req.resumeStdout();
+    const held = this.#held;
+    this.#held = [];
+    this.#heldBytes = 0;
+    for (const chunk of held) {
+      if (!this.#feed(chunk)) return;
+    }
+    if (this.#endError !== undefined) sink.onEnd(this.#endError);
+  }
+
+  /** One frame to PHP. False: wait for onDrain before sending more. */
+  send(type: number, payload: Buffer): boolean {
+    return this.#req.writeStdin(encodeFrame(type, payload));
+  }
+
+  /** EOF on php://input: PHP's receive() returns null once it has read what came before. */
+  endInput(): void {
+    this.#req.endStdin();
+  }
+
+  pause(): void {
+    this.#req.pauseStdout();
+  }
+
+  resume(): void {
+    this.#req.resumeStdout();
+  }
+
+  /** Drops the FastCGI socket: PHP is aborted at its next read or write. */
+  destroy(): void {
+    this.#req.destroy();
+  }
+
+  #onStdout(chunk: Buffer): void {
+    if (!this.#sink) {
+      this.#held.push(chunk);
+      this.#heldBytes += chunk.length;
+      if (this.#heldBytes > this.#holdLimit) {
+        if (this.#bodyWaiter) this.destroy();
+        else this.#req.pauseStdout();
+      }
+      return;
+    }
+    this.#feed(chunk);
+  }
+
+  #feed(chunk: Buffer): boolean {
+    try {
+      this.#decoder.push(chunk);
+      return true;
+    } catch (err) {
+      if (!(err instanceof FrameError)) throw err;
+      const sink = this.#sink;
+      this.#sink = null;
+      this.#req.destroy();
+      sink?.onEnd(wsfpmError('WSFPM_ERR_PHP_FRAME', err.message));
+      return false;
+    }
+  }
+}
+
+/** The promise's value, or null if it takes longer than `ms`. */
+function within<T>(promise: Promise<T>, ms: number): Promise<T | null> {
+  let timer: NodeJS.Timeout | undefined;
+  return Promise.race([promise, new Promise<null>((resolve) => (timer = setTimeout(() => resolve(null), ms)))]).finally(() => clearTimeout(timer));
+}

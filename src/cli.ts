@@ -1,0 +1,146 @@
+/**
+ * `wsfpm [serve] [flags]` runs the daemon; `wsfpm demo` runs the echo demo
+ * with a php-fpm master of its own. Parses, validates, starts; the work is
+ * in server/. Exit codes: 0 clean stop, 1 runtime failure, 2 bad config.
+ */
+import { existsSync, readFileSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import dotenv from 'dotenv';
+import { DEFAULTS } from './defaults.ts';
+import { buildConfig, envName, flagName, type Config } from './config.ts';
+import { ConfigError } from './errors.ts';
+import { FpmPool } from './fpm/pool.ts';
+import { createDaemon } from './server/app.ts';
+
+const HERE = path.dirname(fileURLToPath(import.meta.url));
+const PACKAGE_ROOT = path.resolve(HERE, '..');
+
+const HELP: Record<string, string> = {
+  host: 'address to listen on',
+  port: 'port to listen on (0: any free port)',
+  fpm: 'php-fpm address: unix:/path.sock or tcp:HOST:PORT',
+  root: 'document root; URL paths map to .php scripts below it (default: current directory)',
+  index: 'front controller for paths with no script of their own ("" disables)',
+  routes: 'explicit routes, comma-separated: /url=script.php',
+  maxMessage: 'largest message either way, bytes; a bigger client message closes with 1009',
+  handshakeTimeout: 'how long PHP may take to accept or refuse, ms; then 503',
+  pingInterval: 'server ping interval, ms (0 disables); a silent client is dropped after two',
+  closeGrace: 'time PHP gets to finish after the websocket ends, ms',
+  highWater: 'bytes buffered toward one side before the other is paused',
+  allowOrigins: 'origins allowed besides the same host, comma-separated (* for any)',
+  maxConnections: 'open websocket connections at most; more get 503',
+  maxRejectBody: 'largest body PHP may send when refusing an upgrade, bytes',
+  maxHeaderBlock: 'largest CGI header block PHP may send, bytes',
+  logLevel: 'fatal, error, warn, info, debug, trace or silent',
+};
+
+function usage(): string {
+  const rows = (Object.keys(DEFAULTS) as Array<keyof typeof DEFAULTS>).map((key) => {
+    const flag = `${flagName(key)} <v>`.padEnd(28);
+    return `  ${flag}${HELP[key] ?? ''}\n  ${''.padEnd(28)}env ${envName(key)}, default ${JSON.stringify(DEFAULTS[key])}`;
+  });
+  return [
+    'wsfpm: websockets for PHP on php-fpm; each connection is one FastCGI request.',
+    '',
+    'usage: wsfpm [serve] [options]      run the daemon',
+    '       wsfpm demo [options]         run the echo demo with its own php-fpm pool',
+    '       wsfpm --help | --version',
+    '',
+    'Options (also read from WSFPM_* variables and a .env file in the working directory):',
+    ...rows,
+    '  --env-file <path>           read this file instead of ./.env',
+    '',
+  ].join('\n');
+}
+
+export function parseArgs(argv: string[]): { command: string; flags: Record<string, string>; envFile: string | undefined } {
+  const known = new Map<string, string>((Object.keys(DEFAULTS) as string[]).map((k) => [flagName(k), k]));
+  const flags: Record<string, string> = {};
+  let command = 'serve';
+  let envFile: string | undefined;
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i]!;
+    if (i === 0 && !arg.startsWith('-')) {
+      if (!['serve', 'demo'].includes(arg)) throw new ConfigError(`unknown command ${JSON.stringify(arg)}; try wsfpm --help`);
+      command = arg;
+      continue;
+    }
+    if (arg === '--help' || arg === '-h') return { command: 'help', flags, envFile };
+    if (arg === '--version' || arg === '-v') return { command: 'version', flags, envFile };
+    const eq = arg.indexOf('=');
+    const name = eq === -1 ? arg : arg.slice(0, eq);
+    const value = eq === -1 ? argv[++i] : arg.slice(eq + 1);
+    if (value === undefined) throw new ConfigError(`${name} needs a value`);
+    if (name === '--env-file') {
+      envFile = value;
+      continue;
+    }
+    const key = known.get(name);
+    if (!key) throw new ConfigError(`unknown option ${JSON.stringify(name)}; try wsfpm --help`);
+    flags[key] = value;
+  }
+  return { command, flags, envFile };
+}
+
+/** Environment with .env values filled in where the real environment has none. */
+function environment(envFile: string | undefined): NodeJS.ProcessEnv {
+  const file = path.resolve(envFile ?? '.env');
+  if (!existsSync(file)) {
+    if (envFile) throw new ConfigError(`--env-file ${envFile}: no such file`);
+    return process.env;
+  }
+  const parsed = dotenv.parse(readFileSync(file));
+  return { ...parsed, ...process.env };
+}
+
+async function serve(config: Config, onStop: () => Promise<void> = async () => {}): Promise<void> {
+  const daemon = await createDaemon(config);
+  const address = await daemon.app.listen({ host: config.host, port: config.port });
+  daemon.app.log.info({ address, fpm: config.fpm, root: config.root }, 'wsfpm listening');
+  let stopping = false;
+  const stop = async (signal: string): Promise<void> => {
+    if (stopping) return;
+    stopping = true;
+    daemon.app.log.info({ signal }, 'stopping');
+    await daemon.app.close();
+    await onStop();
+    process.exit(0);
+  };
+  process.once('SIGTERM', () => void stop('SIGTERM'));
+  process.once('SIGINT', () => void stop('SIGINT'));
+}
+
+async function demo(flags: Record<string, string>, env: NodeJS.ProcessEnv): Promise<void> {
+  const root = path.join(PACKAGE_ROOT, 'examples', 'echo');
+  const pool = await FpmPool.start({ maxChildren: 16 });
+  const config = buildConfig({ root, ...flags, fpm: `unix:${pool.socket}` }, env);
+  console.error(`demo: php-fpm pool on ${pool.socket}, scripts in ${root}`);
+  console.error(`demo: try it with  node -e "const w=new (require('ws'))('ws://${config.host}:${config.port}/echo.php');w.on('open',()=>w.send('hi'));w.on('message',m=>{console.log(String(m));w.close()})"`);
+  await serve(config, () => pool.stop());
+}
+
+export async function main(argv: string[]): Promise<void> {
+  try {
+    const { command, flags, envFile } = parseArgs(argv);
+    if (command === 'help') return void process.stdout.write(usage());
+    if (command === 'version') {
+      const pkg = JSON.parse(readFileSync(path.join(PACKAGE_ROOT, 'package.json'), 'utf8')) as { version: string };
+      return void process.stdout.write(`wsfpm ${pkg.version}\n`);
+    }
+    const env = environment(envFile);
+    if (command === 'demo') return await demo(flags, env);
+    await serve(buildConfig(flags, env));
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      process.stderr.write(`wsfpm: ${err.message}\n`);
+      process.exit(err.exitCode);
+    }
+    process.stderr.write(`wsfpm: ${(err as Error)?.stack ?? String(err)}\n`);
+    process.exit(1);
+  }
+}
+
+if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
+  void main(process.argv.slice(2));
+}

@@ -1,0 +1,130 @@
+/**
+ * Configuration from flags, WSFPM_* environment variables and a `.env` file
+ * (in that order of precedence, over DEFAULTS). Every value is validated
+ * here; a bad one stops start-up with a ConfigError naming the flag, the
+ * variable and what is accepted. The result is frozen.
+ */
+import path from 'node:path';
+import { BOUNDS, DEFAULTS, LOG_LEVELS, type Defaults } from './defaults.ts';
+import { ConfigError } from './errors.ts';
+import { parseFpmAddress, type FpmAddress } from './fastcgi/address.ts';
+import { parseOriginList, type OriginPolicy } from './server/handshake.ts';
+
+export type Key = keyof Defaults;
+
+export interface Config {
+  host: string;
+  port: number;
+  fpm: FpmAddress;
+  root: string;
+  index: string;
+  routes: ReadonlyMap<string, string>;
+  maxMessage: number;
+  handshakeTimeout: number;
+  pingInterval: number;
+  closeGrace: number;
+  highWater: number;
+  origins: OriginPolicy;
+  maxConnections: number;
+  maxRejectBody: number;
+  maxHeaderBlock: number;
+  logLevel: string;
+}
+
+const SIZE_KEYS = new Set<Key>(['maxMessage', 'highWater', 'maxRejectBody', 'maxHeaderBlock']);
+const TIME_KEYS = new Set<Key>(['handshakeTimeout', 'pingInterval', 'closeGrace']);
+
+export const flagName = (key: string): string => '--' + key.replace(/[A-Z]/g, (c) => '-' + c.toLowerCase());
+export const envName = (key: string): string => 'WSFPM_' + key.replace(/[A-Z]/g, (c) => '_' + c).toUpperCase();
+
+const SIZE_UNITS: Record<string, number> = { '': 1, b: 1, k: 1024, kb: 1024, kib: 1024, m: 1 << 20, mb: 1 << 20, mib: 1 << 20, g: 1 << 30, gb: 1 << 30, gib: 1 << 30 };
+const TIME_UNITS: Record<string, number> = { '': 1, ms: 1, s: 1000, m: 60_000, min: 60_000, h: 3_600_000 };
+
+function parseNumber(key: Key, raw: string): number {
+  const m = /^(\d+(?:\.\d+)?)\s*([a-zA-Z]*)$/.exec(raw.trim());
+  const units = SIZE_KEYS.has(key) ? SIZE_UNITS : TIME_KEYS.has(key) ? TIME_UNITS : { '': 1 };
+  const unit = m?.[2]?.toLowerCase() ?? '';
+  const factor = m ? units[unit] : undefined;
+  const [min, max] = BOUNDS[key] ?? [0, Number.MAX_SAFE_INTEGER];
+  const hint = SIZE_KEYS.has(key) ? ' bytes (suffixes k, m, g)' : TIME_KEYS.has(key) ? ' ms (suffixes ms, s, m, h)' : '';
+  if (!m || factor === undefined) throw new Error(`expected a number${hint} from ${min} to ${max}`);
+  const value = Math.round(Number(m[1]) * factor);
+  if (!Number.isFinite(value) || value < min || value > max) throw new Error(`${value} is out of range: ${min} to ${max}${hint}`);
+  return value;
+}
+
+function parseRoutes(raw: string): Map<string, string> {
+  const routes = new Map<string, string>();
+  for (const item of raw.split(',').map((s) => s.trim()).filter(Boolean)) {
+    const eq = item.indexOf('=');
+    const url = item.slice(0, eq);
+    const script = item.slice(eq + 1);
+    if (eq <= 0 || !url.startsWith('/') || !script.endsWith('.php') || script.split('/').includes('..')) {
+      throw new Error(`route ${JSON.stringify(item)}: expected /url/path=script.php with the script inside the root`);
+    }
+    routes.set(url, script);
+  }
+  return routes;
+}
+
+/** Raw string values by key, from flags over environment (which dotenv has filled) over defaults. */
+export function collect(flags: Record<string, string>, env: NodeJS.ProcessEnv): Map<Key, { raw: string; from: string }> {
+  const out = new Map<Key, { raw: string; from: string }>();
+  for (const key of Object.keys(DEFAULTS) as Key[]) {
+    const flag = flags[key];
+    const fromEnv = env[envName(key)];
+    if (flag !== undefined) out.set(key, { raw: flag, from: flagName(key) });
+    else if (fromEnv !== undefined && fromEnv !== '') out.set(key, { raw: fromEnv, from: envName(key) });
+    else out.set(key, { raw: String(DEFAULTS[key]), from: 'default' });
+  }
+  return out;
+}
+
+export function buildConfig(flags: Record<string, string>, env: NodeJS.ProcessEnv, cwd = process.cwd()): Config {
+  const values = collect(flags, env);
+  const get = <T>(key: Key, parse: (raw: string) => T): T => {
+    const { raw, from } = values.get(key)!;
+    try {
+      return parse(raw);
+    } catch (err) {
+      const where = from === 'default' ? `default ${key}` : `${from}=${JSON.stringify(raw)}`;
+      throw new ConfigError(`invalid ${where} (${flagName(key)} / ${envName(key)}): ${(err as Error).message}`);
+    }
+  };
+  const num = (key: Key): number => get(key, (raw) => parseNumber(key, raw));
+  return Object.freeze({
+    host: get('host', (raw) => {
+      if (!raw) throw new Error('expected an address such as 127.0.0.1, ::1 or 0.0.0.0');
+      return raw;
+    }),
+    port: num('port'),
+    fpm: get('fpm', (raw) => {
+      const a = parseFpmAddress(raw);
+      if (typeof a === 'string') throw new Error(a);
+      return a;
+    }),
+    root: get('root', (raw) => path.resolve(cwd, raw || '.')),
+    index: get('index', (raw) => {
+      if (raw && (!raw.endsWith('.php') || raw.split('/').includes('..'))) throw new Error('expected a .php path inside the root, or empty');
+      return raw;
+    }),
+    routes: get('routes', parseRoutes),
+    maxMessage: num('maxMessage'),
+    handshakeTimeout: num('handshakeTimeout'),
+    pingInterval: num('pingInterval'),
+    closeGrace: num('closeGrace'),
+    highWater: num('highWater'),
+    origins: get('allowOrigins', (raw) => {
+      const policy = parseOriginList(raw);
+      for (const o of policy.allow) if (!/^https?:\/\/[^/\s]+$/.test(o)) throw new Error(`${o}: expected origins like https://example.com, or *`);
+      return policy;
+    }),
+    maxConnections: num('maxConnections'),
+    maxRejectBody: num('maxRejectBody'),
+    maxHeaderBlock: num('maxHeaderBlock'),
+    logLevel: get('logLevel', (raw) => {
+      if (!LOG_LEVELS.includes(raw)) throw new Error(`expected one of ${LOG_LEVELS.join(', ')}`);
+      return raw;
+    }),
+  });
+}

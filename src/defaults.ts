@@ -1,0 +1,60 @@
+/**
+ * The one place wsfpm's defaults live. Every limit is on by default; each
+ * entry names its unit, and `bounds` gives the range config accepts so a bad
+ * value stops start-up with a message instead of misbehaving later.
+ */
+
+const KiB = 1024;
+const MiB = 1024 * KiB;
+
+export const DEFAULTS = Object.freeze({
+  /** Address to listen on. Loopback: wsfpm normally sits behind a web server. */
+  host: '127.0.0.1',
+  /** TCP port to listen on; 0 picks a free one. */
+  port: 8740,
+  /** php-fpm address: `unix:/path.sock` or `tcp:HOST:PORT`. */
+  fpm: 'unix:/run/php/php-fpm.sock',
+  /** Document root: URL paths map to scripts below it. Empty: the working directory. */
+  root: '',
+  /** Front controller for paths with no script of their own; empty disables it. */
+  index: 'index.php',
+  /** Explicit routes, `/path=script.php,...`, checked before the file system. */
+  routes: '',
+  /** Largest websocket message either way, bytes (client overflow closes 1009). */
+  maxMessage: 1 * MiB,
+  /** How long PHP may take to answer the upgrade with its header block, ms. */
+  handshakeTimeout: 5_000,
+  /** Interval between server pings; a peer silent for two intervals is dropped, ms. 0 disables. */
+  pingInterval: 25_000,
+  /** After the websocket ends, how long PHP gets to finish before its socket is closed, ms. */
+  closeGrace: 5_000,
+  /** Bytes buffered toward one side before the other side is paused. */
+  highWater: 1 * MiB,
+  /** Origins allowed besides the request's own host, comma-separated; `*` allows any. */
+  allowOrigins: '',
+  /** Open websocket connections at most; further upgrades get 503. */
+  maxConnections: 1_000,
+  /** Largest response body PHP may send when it refuses an upgrade, bytes. */
+  maxRejectBody: 64 * KiB,
+  /** Largest CGI header block PHP may send, bytes. */
+  maxHeaderBlock: 32 * KiB,
+  /** pino log level. */
+  logLevel: 'info',
+});
+
+export type Defaults = typeof DEFAULTS;
+
+/** Accepted ranges for numeric settings: [min, max]. */
+export const BOUNDS: Readonly<Record<string, readonly [number, number]>> = Object.freeze({
+  port: [0, 65535],
+  maxMessage: [1, 64 * MiB],
+  handshakeTimeout: [100, 600_000],
+  pingInterval: [0, 3_600_000],
+  closeGrace: [0, 600_000],
+  highWater: [16 * KiB, 64 * MiB],
+  maxConnections: [1, 1_000_000],
+  maxRejectBody: [0, 16 * MiB],
+  maxHeaderBlock: [1 * KiB, 1 * MiB],
+});
+
+export const LOG_LEVELS = Object.freeze(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']);

@@ -1,0 +1,68 @@
+/**
+ * Every failure wsfpm reports is built here, so that each one has a stable
+ * code, one message shape, and the HTTP status (before the handshake) or
+ * WebSocket close code (after it) that it maps to. Code at the edges turns a
+ * WsfpmError into exactly one response and one log line; nothing throws
+ * across a socket.
+ */
+
+export interface ErrorSpec {
+  /** HTTP status when the failure happens before the 101. */
+  readonly status: number;
+  /** WebSocket close code when it happens after the 101. */
+  readonly close: number;
+  /** Stable one-line description; details go in `detail`. */
+  readonly message: string;
+}
+
+export const ERRORS = Object.freeze({
+  // Handshake, decided before PHP is asked.
+  WSFPM_ERR_NOT_UPGRADE: { status: 426, close: 1002, message: 'this endpoint only speaks websocket' },
+  WSFPM_ERR_BAD_HANDSHAKE: { status: 400, close: 1002, message: 'invalid websocket handshake' },
+  WSFPM_ERR_ORIGIN: { status: 403, close: 1008, message: 'cross-origin websocket refused' },
+  WSFPM_ERR_NOT_FOUND: { status: 404, close: 1008, message: 'no script for this path' },
+  WSFPM_ERR_TOO_MANY: { status: 503, close: 1013, message: 'connection limit reached' },
+  // php-fpm, before the 101.
+  WSFPM_ERR_FPM_UNREACHABLE: { status: 502, close: 1011, message: 'php-fpm is unreachable' },
+  WSFPM_ERR_FPM_BUSY: { status: 503, close: 1013, message: 'php-fpm did not answer in time (pool saturated?)' },
+  WSFPM_ERR_FPM_PROTOCOL: { status: 502, close: 1011, message: 'php-fpm broke the FastCGI protocol' },
+  WSFPM_ERR_PHP_HEADERS: { status: 502, close: 1011, message: 'PHP sent an invalid header block' },
+  WSFPM_ERR_PHP_ENDED: { status: 502, close: 1011, message: 'PHP ended before answering the handshake' },
+  // After the 101.
+  WSFPM_ERR_PHP_FRAME: { status: 502, close: 1011, message: 'PHP sent an invalid frame' },
+  WSFPM_ERR_PHP_DIED: { status: 502, close: 1011, message: 'PHP request ended abnormally' },
+  WSFPM_ERR_MESSAGE_TOO_BIG: { status: 413, close: 1009, message: 'message exceeds the size limit' },
+  WSFPM_ERR_PING_TIMEOUT: { status: 408, close: 1006, message: 'client did not answer pings' },
+} satisfies Record<string, ErrorSpec>);
+
+export type ErrorCode = keyof typeof ERRORS;
+
+export class WsfpmError extends Error {
+  readonly code: ErrorCode;
+  readonly status: number;
+  readonly closeCode: number;
+  readonly detail: string | undefined;
+
+  constructor(code: ErrorCode, detail?: string, options?: { cause?: unknown }) {
+    const spec: ErrorSpec = ERRORS[code];
+    super(detail ? `${spec.message}: ${detail}` : spec.message, options);
+    this.name = 'WsfpmError';
+    this.code = code;
+    this.status = spec.status;
+    this.closeCode = spec.close;
+    this.detail = detail;
+  }
+}
+
+export function wsfpmError(code: ErrorCode, detail?: string, cause?: unknown): WsfpmError {
+  return new WsfpmError(code, detail, cause === undefined ? undefined : { cause });
+}
+
+/** A configuration or start-up problem: the CLI prints it and exits with `exitCode`. */
+export class ConfigError extends Error {
+  readonly exitCode = 2;
+  constructor(message: string) {
+    super(message);
+    this.name = 'ConfigError';
+  }
+}

@@ -1,0 +1,187 @@
+/**
+ * A php-fpm master of wsfpm's own, with a pool tuned for bound websockets
+ * (see ../shared facts in docs/operations.md): pm static, because queued
+ * connections never make ondemand spawn; no execution time limit, because a
+ * busy connection burns CPU time forever; no output buffering or zlib, which
+ * would hold or corrupt frames; display_errors off, which would put HTML in
+ * the frame stream; a spool dir of its own for php://input.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { mkdir, mkdtemp, readdir, readFile, writeFile, rm } from 'node:fs/promises';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+
+export interface PoolOptions {
+  /** Runtime directory (config, sockets, logs, spool, sessions). Default: a new temp dir, removed on stop. */
+  dir?: string;
+  /** Workers, i.e. concurrent websocket connections the pool can hold. */
+  maxChildren: number;
+  /** php-fpm binary; default: found on PATH or in /usr/sbin. */
+  binary?: string;
+  /** Extra php_admin_value lines. */
+  ini?: Record<string, string>;
+  /** Unix user for the workers when running as root; default root (with -R). */
+  user?: string;
+}
+
+/** The newest php-fpm on this machine, or null. */
+export async function findPhpFpm(): Promise<string | null> {
+  for (const dir of (process.env.PATH ?? '').split(':').concat(['/usr/sbin', '/usr/local/sbin'])) {
+    if (dir && existsSync(path.join(dir, 'php-fpm'))) return path.join(dir, 'php-fpm');
+  }
+  for (const dir of ['/usr/sbin', '/usr/local/sbin']) {
+    const names = await readdir(dir).catch(() => [] as string[]);
+    const found = names.filter((n) => /^php-fpm\d+(\.\d+)?$/.test(n)).sort((a, b) => b.localeCompare(a, 'en', { numeric: true }));
+    if (found[0]) return path.join(dir, found[0]);
+  }
+  return null;
+}
+
+export class FpmPool {
+  readonly dir: string;
+  readonly socket: string;
+  readonly statusSocket: string;
+  readonly spoolDir: string;
+  readonly sessionDir: string;
+  /** The master's log (start-up errors, worker crashes, workers' stray output). */
+  readonly logFile: string;
+  #child: ChildProcess | null = null;
+  #ownDir: boolean;
+  #exited: Promise<void> = Promise.resolve();
+
+  private constructor(dir: string, ownDir: boolean, private readonly options: PoolOptions) {
+    this.dir = dir;
+    this.#ownDir = ownDir;
+    this.socket = path.join(dir, 'fpm.sock');
+    this.statusSocket = path.join(dir, 'status.sock');
+    this.spoolDir = path.join(dir, 'spool');
+    this.sessionDir = path.join(dir, 'sessions');
+    this.logFile = path.join(dir, 'php-fpm.log');
+  }
+
+  static async start(options: PoolOptions): Promise<FpmPool> {
+    const own = !options.dir;
+    const dir = options.dir ?? (await mkdtemp(path.join(os.tmpdir(), 'wsfpm-fpm-')));
+    const pool = new FpmPool(dir, own, options);
+    await pool.#start();
+    return pool;
+  }
+
+  get pid(): number | undefined {
+    return this.#child?.pid;
+  }
+
+  /** The master process, for tests that stop or kill it. */
+  get child(): ChildProcess | null {
+    return this.#child;
+  }
+
+  async #start(): Promise<void> {
+    const binary = this.options.binary ?? (await findPhpFpm());
+    if (!binary) throw new Error('php-fpm not found: install it (Debian: apt-get install php-fpm) or pass its path');
+    await mkdir(this.spoolDir, { recursive: true });
+    await mkdir(this.sessionDir, { recursive: true });
+    const conf = path.join(this.dir, 'php-fpm.conf');
+    await writeFile(conf, this.#config());
+    const args = ['-y', conf, '-F'];
+    if (process.getuid?.() === 0) args.push('-R');
+    const child = spawn(binary, args, { stdio: 'ignore' });
+    this.#child = child;
+    // If wsfpm dies without stopping the pool, the master must not outlive it.
+    const orphanGuard = (): void => void child.kill('SIGKILL');
+    process.once('exit', orphanGuard);
+    this.#exited = new Promise((resolve) =>
+      child.once('exit', () => {
+        process.removeListener('exit', orphanGuard);
+        resolve();
+      }),
+    );
+    await this.#waitReady(child);
+  }
+
+  #config(): string {
+    const root = process.getuid?.() === 0;
+    const user = this.options.user ?? 'root';
+    const ini = {
+      max_execution_time: '0',
+      output_buffering: '0',
+      'zlib.output_compression': '0',
+      display_errors: 'off',
+      log_errors: 'on',
+      upload_tmp_dir: this.spoolDir,
+      'session.save_path': this.sessionDir,
+      ...this.options.ini,
+    };
+    return [
+      '[global]',
+      `pid = ${path.join(this.dir, 'php-fpm.pid')}`,
+      `error_log = ${this.logFile}`,
+      'daemonize = no',
+      '[wsfpm]',
+      ...(root ? [`user = ${user}`, `group = ${user}`] : []),
+      `listen = ${this.socket}`,
+      'listen.backlog = 64',
+      'pm = static',
+      `pm.max_children = ${this.options.maxChildren}`,
+      `pm.status_path = /status`,
+      `pm.status_listen = ${this.statusSocket}`,
+      'request_terminate_timeout = 0',
+      'catch_workers_output = yes',
+      'decorate_workers_output = no',
+      'clear_env = no',
+      ...Object.entries(ini).map(([k, v]) => `php_admin_value[${k}] = ${v}`),
+      '',
+    ].join('\n');
+  }
+
+  async #waitReady(child: ChildProcess): Promise<void> {
+    const deadline = Date.now() + 15_000;
+    while (Date.now() < deadline) {
+      if (child.exitCode !== null) throw new Error(`php-fpm exited with code ${child.exitCode} during start-up:\n${await this.recentLog()}`);
+      if (existsSync(this.socket) && (await canConnect(this.socket))) return;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    child.kill('SIGKILL');
+    throw new Error('php-fpm did not open its socket within 15 s');
+  }
+
+  /** The last lines of the master's log. */
+  async recentLog(lines = 20): Promise<string> {
+    const text = await readFile(this.logFile, 'utf8').catch(() => '');
+    return text.trimEnd().split('\n').slice(-lines).join('\n');
+  }
+
+  /** Stops the master (SIGQUIT: workers finish; SIGKILL after `graceMs`). */
+  async stop(graceMs = 3000): Promise<void> {
+    const child = this.#child;
+    if (child && child.exitCode === null && child.signalCode === null) {
+      child.kill('SIGQUIT');
+      const timer = setTimeout(() => child.kill('SIGKILL'), graceMs);
+      await this.#exited;
+      clearTimeout(timer);
+    }
+    if (this.#ownDir) await rm(this.dir, { recursive: true, force: true });
+  }
+
+  /** Starts it again after a crash or a stop (same sockets). */
+  async restart(): Promise<void> {
+    const own = this.#ownDir;
+    this.#ownDir = false;
+    await this.stop();
+    this.#ownDir = own;
+    await this.#start();
+  }
+}
+
+function canConnect(socketPath: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = net.connect({ path: socketPath });
+    s.once('connect', () => {
+      s.destroy();
+      resolve(true);
+    });
+    s.once('error', () => resolve(false));
+  });
+}

@@ -1,0 +1,199 @@
+/**
+ * The websocket daemon: fastify with @fastify/websocket. An upgrade request
+ * is checked (handshake, Origin, script, limits), then PHP decides: the
+ * preValidation hook opens the FastCGI request and waits for PHP's header
+ * block. `Status: 101` lets the handshake complete and the route binds the
+ * websocket to that request; anything else becomes the HTTP response.
+ */
+import { randomBytes } from 'node:crypto';
+import type { IncomingMessage } from 'node:http';
+import Fastify, { LogController, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
+import fastifyWebsocket from '@fastify/websocket';
+import type { WebSocket } from 'ws';
+import { bridge } from '../bridge/bridge.ts';
+import { PhpEndpoint } from '../bridge/php-endpoint.ts';
+import { type CgiHead } from '../fastcgi/cgi-headers.ts';
+import { type Config } from '../config.ts';
+import { wsfpmError, WsfpmError } from '../errors.ts';
+import { type Log } from '../log.ts';
+import { checkHandshake, checkOrigin } from './handshake.ts';
+import { buildParams } from './params.ts';
+import { Resolver } from './resolve.ts';
+
+/** What the hook learned about an accepted upgrade, for the handshake and the route. */
+interface Binding {
+  id: string;
+  php: PhpEndpoint;
+  protocol: string | false;
+  extraHeaders: string[];
+  attached: boolean;
+  log: Log;
+  release?: () => void;
+}
+
+const kBinding = Symbol('wsfpm.binding');
+type RawWithBinding = IncomingMessage & { [kBinding]?: Binding };
+
+/** Hop-by-hop and framing headers: never copied from PHP onto a response. */
+const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'transfer-encoding', 'upgrade', 'content-length', 'te', 'trailer', 'proxy-connection']);
+
+export interface Daemon {
+  app: FastifyInstance;
+  /** Open and pending bound connections. */
+  connections(): number;
+}
+
+/** `logStream` receives pino's JSON lines (default: stdout). */
+export async function createDaemon(config: Config, logStream?: { write(line: string): void }): Promise<Daemon> {
+  const app = Fastify({
+    logger: logStream ? { level: config.logLevel, stream: logStream } : { level: config.logLevel },
+    // Each connection gets its own open/close lines; per-request lines would double them.
+    logController: new LogController({ disableRequestLogging: true }),
+    requestIdHeader: false,
+  });
+  const resolver = new Resolver({ root: config.root, index: config.index, routes: config.routes });
+  let live = 0;
+
+  await app.register(fastifyWebsocket, {
+    options: {
+      maxPayload: config.maxMessage,
+      perMessageDeflate: false,
+      handleProtocols: (_protocols: Set<string>, req: IncomingMessage) => (req as RawWithBinding)[kBinding]?.protocol ?? false,
+    },
+    errorHandler: (error: Error, socket: WebSocket, request: FastifyRequest) => {
+      // ws has already sent the right close code (1002, 1007, 1009); log it once and drop the socket.
+      const binding = (request.raw as RawWithBinding)[kBinding];
+      const log: Log = binding?.log ?? (request.log as unknown as Log);
+      log.info({ code: (error as NodeJS.ErrnoException).code, detail: error.message }, 'websocket protocol error from client');
+      socket.terminate();
+    },
+  });
+
+  app.websocketServer.on('headers', (headers: string[], req: IncomingMessage) => {
+    const binding = (req as RawWithBinding)[kBinding];
+    if (binding) headers.push(...binding.extraHeaders);
+  });
+
+  const refuse = (reply: FastifyReply, error: WsfpmError, log: Log, facts: object): FastifyReply => {
+    const level = error.status >= 500 ? 'warn' : 'info';
+    log[level]({ ...facts, status: error.status, code: error.code, detail: error.detail }, 'websocket upgrade refused');
+    if (error.status === 503) reply.header('retry-after', '5');
+    if (error.status === 426) reply.header('upgrade', 'websocket');
+    return reply.code(error.status).type('text/plain; charset=utf-8').send(`${error.message.split(':')[0]}\n`);
+  };
+
+  async function decide(request: FastifyRequest, reply: FastifyReply): Promise<void> {
+    if (!request.ws) return;
+    const raw = request.raw as RawWithBinding;
+    const socket = raw.socket;
+    const id = randomBytes(16).toString('hex');
+    const log = (request.log as unknown as Log).child({ conn: id });
+    const host = raw.headers.host ?? `${socket.localAddress}:${socket.localPort}`;
+    const facts = { path: raw.url, ip: socket.remoteAddress };
+
+    const early = checkHandshake(raw.method ?? '', raw.headers) ?? checkOrigin(raw.headers.origin, host, config.origins);
+    if (early) return void refuse(reply, early, log, facts);
+    if (live >= config.maxConnections) return void refuse(reply, wsfpmError('WSFPM_ERR_TOO_MANY', `${live} open`), log, facts);
+    const url = raw.url ?? '/';
+    const q = url.indexOf('?');
+    const script = await resolver.resolve(q === -1 ? url : url.slice(0, q));
+    if (!script) return void refuse(reply, wsfpmError('WSFPM_ERR_NOT_FOUND', url.slice(0, 200)), log, facts);
+
+    live++;
+    const params = buildParams({
+      method: 'GET',
+      url,
+      rawHeaders: raw.rawHeaders,
+      remoteAddress: socket.remoteAddress ?? '',
+      remotePort: socket.remotePort ?? 0,
+      localAddress: socket.localAddress ?? '',
+      localPort: socket.localPort ?? 0,
+      https: false,
+      host,
+      connectionId: id,
+      maxMessage: config.maxMessage,
+    }, script);
+    const php = new PhpEndpoint(config.fpm, params, { maxMessage: config.maxMessage, maxHeaderBlock: config.maxHeaderBlock }, log);
+    const binding: Binding = { id, php, protocol: false, extraHeaders: [], attached: false, log };
+    // Until the route attaches, a client that leaves takes its PHP request with it.
+    socket.once('close', () => {
+      if (!binding.attached) {
+        php.destroy();
+        release();
+      }
+    });
+    let released = false;
+    function release(): void {
+      if (!released) {
+        released = true;
+        live--;
+      }
+    }
+
+    let head: CgiHead;
+    try {
+      head = await php.waitHead(config.handshakeTimeout, Math.min(1000, config.handshakeTimeout));
+    } catch (err) {
+      php.destroy();
+      release();
+      return void refuse(reply, err instanceof WsfpmError ? err : wsfpmError('WSFPM_ERR_PHP_DIED', String(err)), log, facts);
+    }
+
+    if (head.status !== 101) {
+      const body = await php.body(config.maxRejectBody);
+      php.destroy();
+      release();
+      log.info({ ...facts, status: head.status }, 'PHP refused the upgrade');
+      for (const [name, values] of groupHeaders(head.headers)) {
+        if (!HOP_BY_HOP.has(name)) reply.header(name, values.length === 1 ? values[0]! : values);
+      }
+      return void reply.code(head.status).send(body);
+    }
+
+    const offered = String(raw.headers['sec-websocket-protocol'] ?? '').split(',').map((s) => s.trim()).filter(Boolean);
+    for (const [name, value] of head.headers) {
+      const lower = name.toLowerCase();
+      if (lower === 'sec-websocket-protocol') {
+        if (!offered.includes(value)) {
+          php.destroy();
+          release();
+          return void refuse(reply, wsfpmError('WSFPM_ERR_PHP_HEADERS', `PHP chose subprotocol ${JSON.stringify(value)}, which the client did not offer`), log, facts);
+        }
+        binding.protocol = value;
+      } else if (lower === 'set-cookie' || (lower.startsWith('x-') && lower !== 'x-powered-by')) {
+        binding.extraHeaders.push(`${name}: ${value}`);
+      }
+    }
+    raw[kBinding] = binding;
+    binding.release = release;
+  }
+
+  app.route({
+    method: 'GET',
+    url: '/*',
+    preValidation: decide,
+    handler: (_request, reply) => {
+      const error = wsfpmError('WSFPM_ERR_NOT_UPGRADE');
+      reply.code(error.status).header('upgrade', 'websocket').type('text/plain; charset=utf-8').send(`${error.message}\n`);
+    },
+    wsHandler: (socket: WebSocket, request: FastifyRequest) => {
+      const binding = (request.raw as RawWithBinding)[kBinding]!;
+      binding.attached = true;
+      binding.log.info({ path: request.raw.url, ip: request.raw.socket.remoteAddress, protocol: binding.protocol || undefined }, 'websocket open');
+      bridge(socket, binding.php, config, binding.log, () => binding.release?.());
+    },
+  });
+
+  return { app, connections: () => live };
+}
+
+function groupHeaders(headers: Array<[string, string]>): Map<string, string[]> {
+  const out = new Map<string, string[]>();
+  for (const [name, value] of headers) {
+    const lower = name.toLowerCase();
+    const list = out.get(lower);
+    if (list) list.push(value);
+    else out.set(lower, [value]);
+  }
+  return out;
+}
