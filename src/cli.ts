@@ -28,6 +28,7 @@ const HELP: Record<string, string> = {
   pingInterval: 'server ping interval, ms (0 disables); a silent client is dropped after two',
   closeGrace: 'time PHP gets to finish after the websocket ends, ms',
   highWater: 'bytes buffered toward one side before the other is paused',
+  trustProxy: 'proxies whose X-Forwarded-* headers are believed: IPs or CIDRs ("" trusts none)',
   allowOrigins: 'origins allowed besides the same host, comma-separated (* for any)',
   maxConnections: 'open websocket connections at most; more get 503',
   maxRejectBody: 'largest body PHP may send when refusing an upgrade, bytes',

@@ -9,6 +9,7 @@ import { BOUNDS, DEFAULTS, LOG_LEVELS, type Defaults } from './defaults.ts';
 import { ConfigError } from './errors.ts';
 import { parseFpmAddress, type FpmAddress } from './fastcgi/address.ts';
 import { parseOriginList, type OriginPolicy } from './server/handshake.ts';
+import { parseTrustList, type TrustPolicy } from './server/forwarded.ts';
 
 export type Key = keyof Defaults;
 
@@ -25,12 +26,15 @@ export interface Config {
   closeGrace: number;
   highWater: number;
   origins: OriginPolicy;
+  trustProxy: TrustPolicy;
   maxConnections: number;
   maxRejectBody: number;
   maxHeaderBlock: number;
   logLevel: string;
 }
 
+/** Settings where an empty value means "none" (WSFPM_INDEX= disables the front controller); elsewhere an empty variable counts as unset. */
+const EMPTY_MEANS_NONE = new Set<Key>(['index', 'routes', 'allowOrigins', 'trustProxy']);
 const SIZE_KEYS = new Set<Key>(['maxMessage', 'highWater', 'maxRejectBody', 'maxHeaderBlock']);
 const TIME_KEYS = new Set<Key>(['handshakeTimeout', 'pingInterval', 'closeGrace']);
 
@@ -44,10 +48,10 @@ function parseNumber(key: Key, raw: string): number {
   const m = /^(\d+(?:\.\d+)?)\s*([a-zA-Z]*)$/.exec(raw.trim());
   const units = SIZE_KEYS.has(key) ? SIZE_UNITS : TIME_KEYS.has(key) ? TIME_UNITS : { '': 1 };
   const unit = m?.[2]?.toLowerCase() ?? '';
-  const factor = m ? units[unit] : undefined;
+  const factor = m && Object.hasOwn(units, unit) ? units[unit] : undefined;
   const [min, max] = BOUNDS[key] ?? [0, Number.MAX_SAFE_INTEGER];
   const hint = SIZE_KEYS.has(key) ? ' bytes (suffixes k, m, g)' : TIME_KEYS.has(key) ? ' ms (suffixes ms, s, m, h)' : '';
-  if (!m || factor === undefined) throw new Error(`expected a number${hint} from ${min} to ${max}`);
+  if (!m || factor === undefined || (unit === '' && m[1]!.includes('.'))) throw new Error(`expected a number${hint} from ${min} to ${max}`);
   const value = Math.round(Number(m[1]) * factor);
   if (!Number.isFinite(value) || value < min || value > max) throw new Error(`${value} is out of range: ${min} to ${max}${hint}`);
   return value;
@@ -74,7 +78,7 @@ export function collect(flags: Record<string, string>, env: NodeJS.ProcessEnv): 
     const flag = flags[key];
     const fromEnv = env[envName(key)];
     if (flag !== undefined) out.set(key, { raw: flag, from: flagName(key) });
-    else if (fromEnv !== undefined && fromEnv !== '') out.set(key, { raw: fromEnv, from: envName(key) });
+    else if (fromEnv !== undefined && (fromEnv !== '' || EMPTY_MEANS_NONE.has(key))) out.set(key, { raw: fromEnv, from: envName(key) });
     else out.set(key, { raw: String(DEFAULTS[key]), from: 'default' });
   }
   return out;
@@ -119,6 +123,7 @@ export function buildConfig(flags: Record<string, string>, env: NodeJS.ProcessEn
       for (const o of policy.allow) if (!/^https?:\/\/[^/\s]+$/.test(o)) throw new Error(`${o}: expected origins like https://example.com, or *`);
       return policy;
     }),
+    trustProxy: get('trustProxy', parseTrustList),
     maxConnections: num('maxConnections'),
     maxRejectBody: num('maxRejectBody'),
     maxHeaderBlock: num('maxHeaderBlock'),

@@ -30,6 +30,8 @@ export const DEFAULTS = Object.freeze({
   closeGrace: 5_000,
   /** Bytes buffered toward one side before the other side is paused. */
   highWater: 1 * MiB,
+  /** Proxies whose X-Forwarded-For/-Host/-Proto are believed: IPs or CIDR ranges, comma-separated; empty trusts none. */
+  trustProxy: '127.0.0.1,::1',
   /** Origins allowed besides the request's own host, comma-separated; `*` allows any. */
   allowOrigins: '',
   /** Open websocket connections at most; further upgrades get 503. */

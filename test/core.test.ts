@@ -292,3 +292,19 @@ export function rawUpgrade(port: number, target: string, extra = ''): Promise<st
     }, reject);
   });
 }
+
+describe('Handler API (Server::run)', () => {
+  it('echoes through onMessage, reports an exception to onError and closes 1011, then onClose', async () => {
+    const log = path.join(tmp, 'handler.txt');
+    const c = await open(h.url(`/handler.php?log=${encodeURIComponent(log)}`));
+    c.ws.send('via handler');
+    assert.equal(await c.text(), 'via handler');
+    c.ws.send('throw');
+    const closed = await c.closed;
+    assert.equal(closed.code, 1011);
+    assert.doesNotMatch(closed.reason, /secret/);
+    const lines = (await waitForFile(log)).trim().split('\n');
+    assert.equal(lines[0], 'error RuntimeException');
+    assert.match(lines[1] ?? '', /^close 1011/);
+  });
+});

@@ -38,7 +38,8 @@ export class CgiHeaderParser {
     const from = Math.max(0, prevLength - 3);
     const end = findBlockEnd(all, from);
     if (end === null) {
-      if (this.#heldLength > this.maxBytes) throw new CgiHeaderError(`header block larger than ${this.maxBytes} bytes`);
+      // Up to 3 bytes may be a terminator still arriving; they do not count toward the limit.
+      if (this.#heldLength > this.maxBytes + 3) throw new CgiHeaderError(`header block larger than ${this.maxBytes} bytes`);
       if (this.#held.length > 1) this.#held = [all];
       return null;
     }
@@ -50,13 +51,14 @@ export class CgiHeaderParser {
 }
 
 function findBlockEnd(buf: Buffer, from: number): { headerEnd: number; bodyStart: number } | null {
+  // An empty first line: no headers at all.
+  if (buf[0] === 0x0a) return { headerEnd: 0, bodyStart: 1 };
+  if (buf[0] === 0x0d && buf[1] === 0x0a) return { headerEnd: 0, bodyStart: 2 };
   for (let i = from; i < buf.length; i++) {
     if (buf[i] !== 0x0a) continue;
     // A line feed at i ends a line; the block ends if the next line is empty.
     if (buf[i + 1] === 0x0a) return { headerEnd: i, bodyStart: i + 2 };
     if (buf[i + 1] === 0x0d && buf[i + 2] === 0x0a) return { headerEnd: i, bodyStart: i + 3 };
-    if (i === 0) return { headerEnd: 0, bodyStart: 1 };
-    if (i === 1 && buf[0] === 0x0d) return { headerEnd: 0, bodyStart: 2 };
   }
   return null;
 }

@@ -87,10 +87,11 @@ export class FpmPool {
     await writeFile(conf, this.#config());
     const args = ['-y', conf, '-F'];
     if (process.getuid?.() === 0) args.push('-R');
-    const child = spawn(binary, args, { stdio: 'ignore' });
+    // Its own process group, so that stopping it can reach workers a dying master leaves behind.
+    const child = spawn(binary, args, { stdio: 'ignore', detached: true });
     this.#child = child;
-    // If wsfpm dies without stopping the pool, the master must not outlive it.
-    const orphanGuard = (): void => void child.kill('SIGKILL');
+    // If wsfpm dies without stopping the pool, neither the master nor its workers may outlive it.
+    const orphanGuard = (): void => killGroup(child, 'SIGKILL');
     process.once('exit', orphanGuard);
     this.#exited = new Promise((resolve) =>
       child.once('exit', () => {
@@ -153,15 +154,20 @@ export class FpmPool {
     return text.trimEnd().split('\n').slice(-lines).join('\n');
   }
 
-  /** Stops the master (SIGQUIT: workers finish; SIGKILL after `graceMs`). */
+  /**
+   * Stops the pool: SIGTERM (the master terminates its workers, and with them
+   * every bound connection), then SIGKILL to the whole group after `graceMs`.
+   */
   async stop(graceMs = 3000): Promise<void> {
     const child = this.#child;
     if (child && child.exitCode === null && child.signalCode === null) {
-      child.kill('SIGQUIT');
-      const timer = setTimeout(() => child.kill('SIGKILL'), graceMs);
+      child.kill('SIGTERM');
+      const timer = setTimeout(() => killGroup(child, 'SIGKILL'), graceMs);
       await this.#exited;
       clearTimeout(timer);
     }
+    // Workers a killed master left behind still hold connections.
+    if (child) killGroup(child, 'SIGKILL');
     if (this.#ownDir) await rm(this.dir, { recursive: true, force: true });
   }
 
@@ -172,6 +178,15 @@ export class FpmPool {
     await this.stop();
     this.#ownDir = own;
     await this.#start();
+  }
+}
+
+function killGroup(child: ChildProcess, signal: NodeJS.Signals): void {
+  if (child.pid === undefined) return;
+  try {
+    process.kill(-child.pid, signal);
+  } catch {
+    // The group is already gone.
   }
 }
 

@@ -17,12 +17,14 @@ import { type Config } from '../config.ts';
 import { wsfpmError, WsfpmError } from '../errors.ts';
 import { type Log } from '../log.ts';
 import { checkHandshake, checkOrigin } from './handshake.ts';
+import { clientView } from './forwarded.ts';
 import { buildParams } from './params.ts';
 import { Resolver } from './resolve.ts';
 
 /** What the hook learned about an accepted upgrade, for the handshake and the route. */
 interface Binding {
   id: string;
+  ip: string;
   php: PhpEndpoint;
   protocol: string | false;
   extraHeaders: string[];
@@ -88,10 +90,15 @@ export async function createDaemon(config: Config, logStream?: { write(line: str
     const socket = raw.socket;
     const id = randomBytes(16).toString('hex');
     const log = (request.log as unknown as Log).child({ conn: id });
-    const host = raw.headers.host ?? `${socket.localAddress}:${socket.localPort}`;
-    const facts = { path: raw.url, ip: socket.remoteAddress };
+    const client = clientView(config.trustProxy, {
+      address: socket.remoteAddress ?? '',
+      port: socket.remotePort ?? 0,
+      localHost: `${socket.localAddress}:${socket.localPort}`,
+      tls: 'encrypted' in socket,
+    }, raw.headers);
+    const facts = { path: raw.url, ip: client.remoteAddress, via: client.via };
 
-    const early = checkHandshake(raw.method ?? '', raw.headers) ?? checkOrigin(raw.headers.origin, host, config.origins);
+    const early = checkHandshake(raw.method ?? '', raw.headers) ?? checkOrigin(raw.headers.origin, client.host, config.origins);
     if (early) return void refuse(reply, early, log, facts);
     if (live >= config.maxConnections) return void refuse(reply, wsfpmError('WSFPM_ERR_TOO_MANY', `${live} open`), log, facts);
     const url = raw.url ?? '/';
@@ -104,17 +111,17 @@ export async function createDaemon(config: Config, logStream?: { write(line: str
       method: 'GET',
       url,
       rawHeaders: raw.rawHeaders,
-      remoteAddress: socket.remoteAddress ?? '',
-      remotePort: socket.remotePort ?? 0,
+      remoteAddress: client.remoteAddress,
+      remotePort: client.remotePort,
       localAddress: socket.localAddress ?? '',
       localPort: socket.localPort ?? 0,
-      https: false,
-      host,
+      https: client.https,
+      host: client.host,
       connectionId: id,
       maxMessage: config.maxMessage,
     }, script);
     const php = new PhpEndpoint(config.fpm, params, { maxMessage: config.maxMessage, maxHeaderBlock: config.maxHeaderBlock }, log);
-    const binding: Binding = { id, php, protocol: false, extraHeaders: [], attached: false, log };
+    const binding: Binding = { id, ip: client.remoteAddress, php, protocol: false, extraHeaders: [], attached: false, log };
     // Until the route attaches, a client that leaves takes its PHP request with it.
     socket.once('close', () => {
       if (!binding.attached) {
@@ -179,7 +186,7 @@ export async function createDaemon(config: Config, logStream?: { write(line: str
     wsHandler: (socket: WebSocket, request: FastifyRequest) => {
       const binding = (request.raw as RawWithBinding)[kBinding]!;
       binding.attached = true;
-      binding.log.info({ path: request.raw.url, ip: request.raw.socket.remoteAddress, protocol: binding.protocol || undefined }, 'websocket open');
+      binding.log.info({ path: request.raw.url, ip: binding.ip, protocol: binding.protocol || undefined }, 'websocket open');
       bridge(socket, binding.php, config, binding.log, () => binding.release?.());
     },
   });

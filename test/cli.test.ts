@@ -1,0 +1,73 @@
+/** The command line as a user runs it: help, version, config errors, and a real serve. */
+import assert from 'node:assert/strict';
+import { spawn, spawnSync } from 'node:child_process';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { after, before, it } from 'node:test';
+import { FIXTURES, open, startPool } from './helpers/harness.ts';
+import type { FpmPool } from '../src/fpm/pool.ts';
+
+const BIN = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', 'bin', 'wsfpm.js');
+let pool: FpmPool;
+let tmp: string;
+
+before(async () => {
+  pool = await startPool(2);
+  tmp = await mkdtemp(path.join(os.tmpdir(), 'wsfpm-cli-'));
+});
+after(async () => {
+  await pool?.stop();
+  await rm(tmp, { recursive: true, force: true });
+});
+
+function run(args: string[], env: Record<string, string> = {}, cwd = tmp) {
+  return spawnSync(process.execPath, [BIN, ...args], { encoding: 'utf8', cwd, env: { PATH: process.env.PATH ?? '', ...env } });
+}
+
+it('--help lists every option with its variable and default; --version prints the version', () => {
+  const help = run(['--help']);
+  assert.equal(help.status, 0);
+  for (const s of ['--fpm', 'WSFPM_FPM', '--max-message', 'WSFPM_MAX_MESSAGE', '--allow-origins', 'wsfpm demo']) assert.ok(help.stdout.includes(s), s);
+  const version = run(['--version']);
+  assert.equal(version.status, 0);
+  assert.match(version.stdout, /^wsfpm \d+\.\d+\.\d+\n$/);
+});
+
+it('a bad value stops start-up with exit code 2 and a message naming the flag and the variable', () => {
+  const port = run(['--port', '99999']);
+  assert.equal(port.status, 2);
+  assert.match(port.stderr, /--port.*WSFPM_PORT.*0 to 65535/);
+  const env = run([], { WSFPM_MAX_MESSAGE: 'lots' });
+  assert.equal(env.status, 2);
+  assert.match(env.stderr, /WSFPM_MAX_MESSAGE="lots".*--max-message/);
+  const fpm = run(['--fpm', 'php-fpm.sock']);
+  assert.equal(fpm.status, 2);
+  assert.match(fpm.stderr, /--fpm.*unix:/);
+  const unknown = run(['--prot', '1']);
+  assert.equal(unknown.status, 2);
+  assert.match(unknown.stderr, /unknown option "--prot"/);
+});
+
+it('serves from .env settings, echoes, and exits 0 on SIGTERM', async () => {
+  await writeFile(path.join(tmp, '.env'), `WSFPM_FPM=unix:${pool.socket}\nWSFPM_ROOT=${FIXTURES}\nWSFPM_PORT=0\n`);
+  const child = spawn(process.execPath, [BIN], { cwd: tmp, env: { PATH: process.env.PATH ?? '' }, stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  const address = await new Promise<string>((resolve, reject) => {
+    child.stdout.on('data', (d: Buffer) => {
+      out += d.toString();
+      const m = /"address":"http:\/\/([^"]+)"/.exec(out);
+      if (m) resolve(m[1]!);
+    });
+    child.once('exit', (code) => reject(new Error(`exited ${code}: ${out}`)));
+  });
+  const c = await open(`ws://${address}/echo.php`);
+  c.ws.send('from the cli');
+  assert.equal(await c.text(), 'from the cli');
+  c.ws.close();
+  await c.closed;
+  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  child.kill('SIGTERM');
+  assert.equal(await exited, 0);
+});
