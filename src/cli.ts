@@ -10,7 +10,6 @@ import dotenv from 'dotenv';
 import { DEFAULTS } from './defaults.ts';
 import { buildConfig, envName, flagName, type Config } from './config.ts';
 import { ConfigError } from './errors.ts';
-import { FpmPool } from './fpm/pool.ts';
 import { createDaemon } from './server/app.ts';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
@@ -19,7 +18,10 @@ const PACKAGE_ROOT = path.resolve(HERE, '..');
 const HELP: Record<string, string> = {
   host: 'address to listen on',
   port: 'port to listen on (0: any free port)',
-  fpm: 'php-fpm address: unix:/path.sock or tcp:HOST:PORT',
+  fpm: 'php-fpm address: unix:/path.sock, tcp:HOST:PORT, or managed (a php-fpm master of wsfpm\'s own)',
+  fpmStatus: 'php-fpm pm.status_listen address: refuse upgrades with 503 while no worker is idle',
+  fpmUser: 'managed pool: worker user when wsfpm runs as root',
+  fpmInherit: 'managed pool: the site\'s pool file to copy php_value/env settings from',
   root: 'document root; URL paths map to .php scripts below it (default: current directory)',
   index: 'front controller for paths with no script of their own ("" disables)',
   routes: 'explicit routes, comma-separated: /url=script.php',
@@ -95,7 +97,7 @@ function environment(envFile: string | undefined): NodeJS.ProcessEnv {
   return { ...parsed, ...process.env };
 }
 
-async function serve(config: Config, onStop: () => Promise<void> = async () => {}): Promise<void> {
+async function serve(config: Config): Promise<void> {
   const daemon = await createDaemon(config);
   const address = await daemon.app.listen({ host: config.host, port: config.port });
   daemon.app.log.info({ address, fpm: config.fpm, root: config.root }, 'wsfpm listening');
@@ -105,7 +107,6 @@ async function serve(config: Config, onStop: () => Promise<void> = async () => {
     stopping = true;
     daemon.app.log.info({ signal }, 'stopping');
     await daemon.app.close();
-    await onStop();
     process.exit(0);
   };
   process.once('SIGTERM', () => void stop('SIGTERM'));
@@ -114,11 +115,11 @@ async function serve(config: Config, onStop: () => Promise<void> = async () => {
 
 async function demo(flags: Record<string, string>, env: NodeJS.ProcessEnv): Promise<void> {
   const root = path.join(PACKAGE_ROOT, 'examples', 'echo');
-  const pool = await FpmPool.start({ maxChildren: 16 });
-  const config = buildConfig({ root, ...flags, fpm: `unix:${pool.socket}` }, env);
-  console.error(`demo: php-fpm pool on ${pool.socket}, scripts in ${root}`);
+  // A php-fpm master of its own on a private socket: nothing on the machine needs configuring.
+  const config = buildConfig({ root, fpm: 'managed', maxConnections: '32', ...flags }, env);
+  console.error(`demo: scripts in ${root}, a php-fpm pool of ${config.maxConnections} workers of its own`);
   console.error(`demo: try it with  node -e "const w=new (require('ws'))('ws://${config.host}:${config.port}/echo.php');w.on('open',()=>w.send('hi'));w.on('message',m=>{console.log(String(m));w.close()})"`);
-  await serve(config, () => pool.stop());
+  await serve(config);
 }
 
 export async function main(argv: string[]): Promise<void> {

@@ -16,7 +16,10 @@ export type Key = keyof Defaults;
 export interface Config {
   host: string;
   port: number;
-  fpm: FpmAddress;
+  fpm: FpmAddress | { kind: 'managed' };
+  fpmStatus: FpmAddress | null;
+  fpmUser: string;
+  fpmInherit: string;
   root: string;
   index: string;
   routes: ReadonlyMap<string, string>;
@@ -33,8 +36,14 @@ export interface Config {
   logLevel: string;
 }
 
+function address(raw: string): FpmAddress {
+  const a = parseFpmAddress(raw);
+  if (typeof a === 'string') throw new Error(a);
+  return a;
+}
+
 /** Settings where an empty value means "none" (WSFPM_INDEX= disables the front controller); elsewhere an empty variable counts as unset. */
-const EMPTY_MEANS_NONE = new Set<Key>(['index', 'routes', 'allowOrigins', 'trustProxy']);
+const EMPTY_MEANS_NONE = new Set<Key>(['index', 'routes', 'allowOrigins', 'trustProxy', 'fpmStatus', 'fpmUser', 'fpmInherit']);
 const SIZE_KEYS = new Set<Key>(['maxMessage', 'highWater', 'maxRejectBody', 'maxHeaderBlock']);
 const TIME_KEYS = new Set<Key>(['handshakeTimeout', 'pingInterval', 'closeGrace']);
 
@@ -102,11 +111,13 @@ export function buildConfig(flags: Record<string, string>, env: NodeJS.ProcessEn
       return raw;
     }),
     port: num('port'),
-    fpm: get('fpm', (raw) => {
-      const a = parseFpmAddress(raw);
-      if (typeof a === 'string') throw new Error(a);
-      return a;
+    fpm: get('fpm', (raw): FpmAddress | { kind: 'managed' } => (raw === 'managed' ? { kind: 'managed' } : address(raw))),
+    fpmStatus: get('fpmStatus', (raw) => (raw ? address(raw) : null)),
+    fpmUser: get('fpmUser', (raw) => {
+      if (raw && !/^[a-z_][a-z0-9_-]*\$?$/i.test(raw)) throw new Error('expected a user name');
+      return raw;
     }),
+    fpmInherit: get('fpmInherit', (raw) => (raw ? path.resolve(cwd, raw) : '')),
     root: get('root', (raw) => path.resolve(cwd, raw || '.')),
     index: get('index', (raw) => {
       if (raw && (!raw.endsWith('.php') || raw.split('/').includes('..'))) throw new Error('expected a .php path inside the root, or empty');

@@ -12,8 +12,14 @@ export const DEFAULTS = Object.freeze({
   host: '127.0.0.1',
   /** TCP port to listen on; 0 picks a free one. */
   port: 8740,
-  /** php-fpm address: `unix:/path.sock` or `tcp:HOST:PORT`. */
+  /** php-fpm address: `unix:/path.sock`, `tcp:HOST:PORT`, or `managed` (wsfpm runs its own php-fpm master). */
   fpm: 'unix:/run/php/php-fpm.sock',
+  /** The pool's `pm.status_listen` address; when set, upgrades are refused with 503 while no worker is idle. Automatic for managed. */
+  fpmStatus: '',
+  /** Managed pool: user its workers run as when wsfpm runs as root; empty keeps wsfpm's user. */
+  fpmUser: '',
+  /** Managed pool: the site's pool file whose php_value/php_admin_value/env lines it copies. */
+  fpmInherit: '',
   /** Document root: URL paths map to scripts below it. Empty: the working directory. */
   root: '',
   /** Front controller for paths with no script of their own; empty disables it. */

@@ -24,6 +24,7 @@ export const ERRORS = Object.freeze({
   WSFPM_ERR_TOO_MANY: { status: 503, close: 1013, message: 'connection limit reached' },
   // php-fpm, before the 101.
   WSFPM_ERR_FPM_UNREACHABLE: { status: 502, close: 1011, message: 'php-fpm is unreachable' },
+  WSFPM_ERR_POOL_FULL: { status: 503, close: 1013, message: 'every php-fpm worker is busy' },
   WSFPM_ERR_FPM_BUSY: { status: 503, close: 1013, message: 'php-fpm did not answer in time (pool saturated?)' },
   WSFPM_ERR_FPM_PROTOCOL: { status: 502, close: 1011, message: 'php-fpm broke the FastCGI protocol' },
   WSFPM_ERR_PHP_HEADERS: { status: 502, close: 1011, message: 'PHP sent an invalid header block' },

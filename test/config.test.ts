@@ -69,6 +69,9 @@ describe('defaults', () => {
       host: '127.0.0.1',
       port: 8740,
       fpm: { kind: 'unix', path: '/run/php/php-fpm.sock' },
+      fpmStatus: null,
+      fpmUser: '',
+      fpmInherit: '',
       root: CWD,
       index: 'index.php',
       routes: new Map(),
@@ -242,12 +245,15 @@ describe('precedence: flag > environment > default', () => {
   });
 
   test('every setting can be given by flag and by environment', () => {
-    const flags = { host: '0.0.0.0', port: '9000', fpm: 'tcp:127.0.0.1:9001', root: '/var/www', index: 'app.php', routes: '/ws=ws.php', maxMessage: '2m', handshakeTimeout: '3s', pingInterval: '0', closeGrace: '1s', highWater: '32k', allowOrigins: '*', maxConnections: '10', maxRejectBody: '0', maxHeaderBlock: '4k', logLevel: 'silent', trustProxy: '10.0.0.0/8' };
+    const flags = { host: '0.0.0.0', port: '9000', fpm: 'tcp:127.0.0.1:9001', root: '/var/www', index: 'app.php', routes: '/ws=ws.php', maxMessage: '2m', handshakeTimeout: '3s', pingInterval: '0', closeGrace: '1s', highWater: '32k', allowOrigins: '*', maxConnections: '10', maxRejectBody: '0', maxHeaderBlock: '4k', logLevel: 'silent', trustProxy: '10.0.0.0/8', fpmStatus: 'unix:/run/status.sock', fpmUser: 'www-data', fpmInherit: '/etc/php/www.conf' };
     const env = Object.fromEntries(Object.entries(flags).map(([k, v]) => [envName(k), v]));
     const expected: Config = {
       host: '0.0.0.0',
       port: 9000,
       fpm: { kind: 'tcp', host: '127.0.0.1', port: 9001 },
+      fpmStatus: { kind: 'unix', path: '/run/status.sock' },
+      fpmUser: 'www-data',
+      fpmInherit: '/etc/php/www.conf',
       root: '/var/www',
       index: 'app.php',
       routes: new Map([['/ws', 'ws.php']]),

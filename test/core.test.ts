@@ -125,7 +125,7 @@ describe('CGI environment', () => {
   });
 
   it('reads the PHP session from the cookie, and a page of the same session is not blocked meanwhile', async () => {
-    const fpm = h.config.fpm;
+    const fpm = { kind: 'unix' as const, path: h.pool.socket };
     const page = (query: string, cookie?: string) => fcgiFetch(fpm, {
       REQUEST_METHOD: 'GET', SCRIPT_FILENAME: path.join(FIXTURES, 'session-page.php'), SCRIPT_NAME: '/session-page.php',
       REQUEST_URI: `/session-page.php?${query}`, QUERY_STRING: query, SERVER_NAME: 'localhost', SERVER_PORT: '80', REMOTE_ADDR: '127.0.0.1',

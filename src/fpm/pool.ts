@@ -24,6 +24,21 @@ export interface PoolOptions {
   ini?: Record<string, string>;
   /** Unix user for the workers when running as root; default root (with -R). */
   user?: string;
+  /** Keep sessions in the pool's own dir (tests, demo) instead of php.ini's session.save_path, which a site shares. */
+  privateSessions?: boolean;
+  /** Called when the master exits without stop() having been asked (a crash, a kill). */
+  onExit?: (code: number | null, signal: NodeJS.Signals | null) => void;
+  /** Lines copied from the site's own pool file (php_value, php_admin_value, env …), before wsfpm's overrides. */
+  inherited?: string[];
+}
+
+/** Directives of a site's pool file that shape what PHP code sees; the process-management ones are wsfpm's own. */
+const INHERITABLE = /^\s*(php_value|php_flag|php_admin_value|php_admin_flag|env)\[[^\]]+\]\s*=/;
+
+/** The PHP settings of an existing pool file (e.g. /etc/php/8.2/fpm/pool.d/www.conf), for a pool that must behave like the site's. */
+export async function inheritablePoolLines(file: string): Promise<string[]> {
+  const text = await readFile(file, 'utf8');
+  return text.split('\n').filter((line) => INHERITABLE.test(line)).map((line) => line.trim());
 }
 
 /** The newest php-fpm on this machine, or null. */
@@ -50,6 +65,8 @@ export class FpmPool {
   #child: ChildProcess | null = null;
   #ownDir: boolean;
   #exited: Promise<void> = Promise.resolve();
+  #stopping = false;
+  #ready = false;
 
   private constructor(dir: string, ownDir: boolean, private readonly options: PoolOptions) {
     this.dir = dir;
@@ -94,12 +111,16 @@ export class FpmPool {
     const orphanGuard = (): void => killGroup(child, 'SIGKILL');
     process.once('exit', orphanGuard);
     this.#exited = new Promise((resolve) =>
-      child.once('exit', () => {
+      child.once('exit', (code, signal) => {
         process.removeListener('exit', orphanGuard);
         resolve();
+        if (!this.#stopping && this.#ready) this.options.onExit?.(code, signal);
       }),
     );
+    this.#stopping = false;
+    this.#ready = false;
     await this.#waitReady(child);
+    this.#ready = true;
   }
 
   #config(): string {
@@ -112,7 +133,7 @@ export class FpmPool {
       display_errors: 'off',
       log_errors: 'on',
       upload_tmp_dir: this.spoolDir,
-      'session.save_path': this.sessionDir,
+      ...(this.options.privateSessions ? { 'session.save_path': this.sessionDir } : {}),
       ...this.options.ini,
     };
     return [
@@ -132,6 +153,8 @@ export class FpmPool {
       'catch_workers_output = yes',
       'decorate_workers_output = no',
       'clear_env = no',
+      // php-fpm keeps the first value of a setting, so inherited lines must not repeat one of ours.
+      ...(this.options.inherited ?? []).filter((line) => !(settingName(line) in ini)),
       ...Object.entries(ini).map(([k, v]) => `php_admin_value[${k}] = ${v}`),
       '',
     ].join('\n');
@@ -148,6 +171,11 @@ export class FpmPool {
     throw new Error('php-fpm did not open its socket within 15 s');
   }
 
+  /** Kills the master and every worker at once (workers of a dead master still serve its socket). */
+  killAll(): void {
+    if (this.#child) killGroup(this.#child, 'SIGKILL');
+  }
+
   /** The last lines of the master's log. */
   async recentLog(lines = 20): Promise<string> {
     const text = await readFile(this.logFile, 'utf8').catch(() => '');
@@ -160,6 +188,7 @@ export class FpmPool {
    */
   async stop(graceMs = 3000): Promise<void> {
     const child = this.#child;
+    this.#stopping = true;
     if (child && child.exitCode === null && child.signalCode === null) {
       child.kill('SIGTERM');
       const timer = setTimeout(() => killGroup(child, 'SIGKILL'), graceMs);
@@ -179,6 +208,11 @@ export class FpmPool {
     this.#ownDir = own;
     await this.#start();
   }
+}
+
+/** `php_admin_value[output_buffering] = 4096` → `output_buffering`. */
+function settingName(line: string): string {
+  return /\[([^\]]+)\]/.exec(line)?.[1] ?? '';
 }
 
 function killGroup(child: ChildProcess, signal: NodeJS.Signals): void {

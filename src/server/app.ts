@@ -12,7 +12,10 @@ import fastifyWebsocket from '@fastify/websocket';
 import type { WebSocket } from 'ws';
 import { bridge } from '../bridge/bridge.ts';
 import { PhpEndpoint } from '../bridge/php-endpoint.ts';
+import { type FpmAddress } from '../fastcgi/address.ts';
 import { type CgiHead } from '../fastcgi/cgi-headers.ts';
+import { readPoolStatus } from '../fpm/status.ts';
+import { ManagedFpm } from '../fpm/supervisor.ts';
 import { type Config } from '../config.ts';
 import { wsfpmError, WsfpmError } from '../errors.ts';
 import { type Log } from '../log.ts';
@@ -43,6 +46,10 @@ export interface Daemon {
   app: FastifyInstance;
   /** Open and pending bound connections. */
   connections(): number;
+  /** Closes every open websocket with `code` (e.g. 1012 when their php-fpm master died). */
+  closeAll(code: number, reason: string): void;
+  /** The php-fpm master wsfpm runs itself with `--fpm managed`, else null. */
+  managed: ManagedFpm | null;
 }
 
 /** `logStream` receives pino's JSON lines (default: stdout). */
@@ -53,6 +60,29 @@ export async function createDaemon(config: Config, logStream?: { write(line: str
     logController: new LogController({ disableRequestLogging: true }),
     requestIdHeader: false,
   });
+  let fpm: FpmAddress;
+  let fpmStatus = config.fpmStatus;
+  let managed: ManagedFpm | null = null;
+  if (config.fpm.kind === 'managed') {
+    managed = await ManagedFpm.start({
+      // Headroom: a connection's worker stays busy for a moment (up to closeGrace) after its client left.
+      maxChildren: Math.ceil(config.maxConnections * 1.1) + 1,
+      user: config.fpmUser,
+      inheritFrom: config.fpmInherit,
+      binary: '',
+      log: app.log as unknown as Log,
+      onLost: () => closeAll(1012, 'php-fpm restarting'),
+    });
+    const m = managed;
+    app.addHook('onClose', async () => m.stop());
+    fpm = managed.address;
+    fpmStatus = managed.statusAddress;
+  } else {
+    fpm = config.fpm;
+  }
+  function closeAll(code: number, reason: string): void {
+    for (const ws of app.websocketServer.clients) ws.close(code, reason);
+  }
   const resolver = new Resolver({ root: config.root, index: config.index, routes: config.routes });
   let live = 0;
 
@@ -101,6 +131,10 @@ export async function createDaemon(config: Config, logStream?: { write(line: str
     const early = checkHandshake(raw.method ?? '', raw.headers) ?? checkOrigin(raw.headers.origin, client.host, config.origins);
     if (early) return void refuse(reply, early, log, facts);
     if (live >= config.maxConnections) return void refuse(reply, wsfpmError('WSFPM_ERR_TOO_MANY', `${live} open`), log, facts);
+    if (fpmStatus) {
+      const full = await poolIsFull(fpmStatus, log);
+      if (full) return void refuse(reply, full, log, facts);
+    }
     const url = raw.url ?? '/';
     const q = url.indexOf('?');
     const script = await resolver.resolve(q === -1 ? url : url.slice(0, q));
@@ -120,7 +154,7 @@ export async function createDaemon(config: Config, logStream?: { write(line: str
       connectionId: id,
       maxMessage: config.maxMessage,
     }, script);
-    const php = new PhpEndpoint(config.fpm, params, { maxMessage: config.maxMessage, maxHeaderBlock: config.maxHeaderBlock }, log);
+    const php = new PhpEndpoint(fpm, params, { maxMessage: config.maxMessage, maxHeaderBlock: config.maxHeaderBlock }, log);
     const binding: Binding = { id, ip: client.remoteAddress, php, protocol: false, extraHeaders: [], attached: false, log };
     // Until the route attaches, a client that leaves takes its PHP request with it.
     socket.once('close', () => {
@@ -191,7 +225,27 @@ export async function createDaemon(config: Config, logStream?: { write(line: str
     },
   });
 
-  return { app, connections: () => live };
+  return {
+    app,
+    connections: () => live,
+    closeAll,
+    managed,
+  };
+}
+
+/**
+ * A 503 when php-fpm's status listener says no worker is idle: a request
+ * now would only queue. If the status cannot be read, the upgrade goes
+ * ahead (the handshake timeout still bounds it) and the failure is logged.
+ */
+async function poolIsFull(status: FpmAddress, log: Log): Promise<WsfpmError | null> {
+  try {
+    const s = await readPoolStatus(status);
+    return s.idle > 0 ? null : wsfpmError('WSFPM_ERR_POOL_FULL', `${s.active} of ${s.total} workers busy`);
+  } catch (err) {
+    log.warn({ code: 'WSFPM_ERR_FPM_STATUS', detail: (err as Error).message }, 'cannot read php-fpm status; going ahead');
+    return null;
+  }
 }
 
 function groupHeaders(headers: Array<[string, string]>): Map<string, string[]> {

@@ -23,7 +23,7 @@ export interface Harness {
 }
 
 export async function startPool(maxChildren = 8, ini: Record<string, string> = {}): Promise<FpmPool> {
-  return FpmPool.start({ maxChildren, ini });
+  return FpmPool.start({ maxChildren, ini, privateSessions: true });
 }
 
 /** A daemon on port 0 whose pino lines are captured in `logs`. */
