@@ -10,7 +10,9 @@ import dotenv from 'dotenv';
 import { DEFAULTS } from './defaults.ts';
 import { buildConfig, envName, flagName, type Config } from './config.ts';
 import { ConfigError } from './errors.ts';
+import { runDoctor } from './doctor.ts';
 import { createDaemon } from './server/app.ts';
+import { VERSION } from './version.ts';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const PACKAGE_ROOT = path.resolve(HERE, '..');
@@ -48,6 +50,8 @@ function usage(): string {
     '',
     'usage: wsfpm [serve] [options]      run the daemon',
     '       wsfpm demo [options]         run the echo demo with its own php-fpm pool',
+    '       wsfpm doctor URL [--idle-check SECONDS]',
+    '                                    check a deployment through its public websocket URL',
     '       wsfpm --help | --version',
     '',
     'Options (also read from WSFPM_* variables and a .env file in the working directory):',
@@ -122,13 +126,31 @@ async function demo(flags: Record<string, string>, env: NodeJS.ProcessEnv): Prom
   await serve(config);
 }
 
+/** `wsfpm doctor URL [--idle-check SECONDS]`: exit 0 when nothing failed, 1 otherwise. */
+async function doctor(argv: string[]): Promise<void> {
+  let target: string | undefined;
+  let idle = 0;
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i]!;
+    if (arg === '--idle-check') {
+      idle = Number(argv[++i]);
+      if (!Number.isInteger(idle) || idle < 0 || idle > 600) throw new ConfigError('--idle-check takes whole seconds from 0 to 600');
+    } else if (!arg.startsWith('-') && target === undefined) target = arg;
+    else throw new ConfigError(`doctor: unexpected ${JSON.stringify(arg)}; usage: wsfpm doctor https://example.com/ws/chat.php [--idle-check 70]`);
+  }
+  if (!target) throw new ConfigError('usage: wsfpm doctor https://example.com/ws/chat.php [--idle-check 70]');
+  const findings = await runDoctor(target, { idleCheck: idle });
+  for (const f of findings) process.stdout.write(`${f.verdict.toUpperCase().padEnd(5)} ${f.text}\n`);
+  process.exitCode = findings.some((f) => f.verdict === 'fail') ? 1 : 0;
+}
+
 export async function main(argv: string[]): Promise<void> {
   try {
+    if (argv[0] === 'doctor') return await doctor(argv.slice(1));
     const { command, flags, envFile } = parseArgs(argv);
     if (command === 'help') return void process.stdout.write(usage());
     if (command === 'version') {
-      const pkg = JSON.parse(readFileSync(path.join(PACKAGE_ROOT, 'package.json'), 'utf8')) as { version: string };
-      return void process.stdout.write(`wsfpm ${pkg.version}\n`);
+      return void process.stdout.write(`wsfpm ${VERSION}\n`);
     }
     const env = environment(envFile);
     if (command === 'demo') return await demo(flags, env);

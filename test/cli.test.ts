@@ -71,3 +71,12 @@ it('serves from .env settings, echoes, and exits 0 on SIGTERM', async () => {
   child.kill('SIGTERM');
   assert.equal(await exited, 0);
 });
+
+it('doctor prints one verdict per line and exits 1 when a check fails, 2 on bad usage', () => {
+  const usage = run(['doctor']);
+  assert.equal(usage.status, 2);
+  assert.match(usage.stderr, /usage: wsfpm doctor/);
+  const down = run(['doctor', 'http://127.0.0.1:9/chat.php']);
+  assert.equal(down.status, 1);
+  assert.match(down.stdout, /^FAIL  cannot reach http:\/\/127\.0\.0\.1:9: nothing listens/m);
+});

@@ -20,6 +20,8 @@ import { type Config } from '../config.ts';
 import { wsfpmError, WsfpmError } from '../errors.ts';
 import { type Log } from '../log.ts';
 import { checkHandshake, checkOrigin } from './handshake.ts';
+import { VERSION } from '../version.ts';
+import { diagnose, DOCTOR_SUFFIX } from './diagnose.ts';
 import { clientView } from './forwarded.ts';
 import { buildParams } from './params.ts';
 import { Resolver } from './resolve.ts';
@@ -37,7 +39,15 @@ interface Binding {
 }
 
 const kBinding = Symbol('wsfpm.binding');
-type RawWithBinding = IncomingMessage & { [kBinding]?: Binding };
+const kIdleProbe = Symbol('wsfpm.idleProbe');
+type RawWithBinding = IncomingMessage & { [kBinding]?: Binding; [kIdleProbe]?: boolean };
+
+/** The doctor's idle probe: a websocket that never pings, so the proxy's idle timeout shows. */
+const IDLE_PROBE_LIMIT = 10 * 60_000;
+function holdIdle(socket: WebSocket): void {
+  const timer = setTimeout(() => socket.close(1000, 'idle probe over'), IDLE_PROBE_LIMIT);
+  socket.once('close', () => clearTimeout(timer));
+}
 
 /** Hop-by-hop and framing headers: never copied from PHP onto a response. */
 const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'transfer-encoding', 'upgrade', 'content-length', 'te', 'trailer', 'proxy-connection']);
@@ -109,6 +119,8 @@ export async function createDaemon(config: Config, logStream?: { write(line: str
   const refuse = (reply: FastifyReply, error: WsfpmError, log: Log, facts: object): FastifyReply => {
     const level = error.status >= 500 ? 'warn' : 'info';
     log[level]({ ...facts, status: error.status, code: error.code, detail: error.detail }, 'websocket upgrade refused');
+    // Names the cause for `wsfpm doctor` and for people reading curl output; the body says it in words.
+    reply.header('x-wsfpm-error', error.code);
     if (error.status === 503) reply.header('retry-after', '5');
     if (error.status === 426) reply.header('upgrade', 'websocket');
     return reply.code(error.status).type('text/plain; charset=utf-8').send(`${error.message.split(':')[0]}\n`);
@@ -127,6 +139,15 @@ export async function createDaemon(config: Config, logStream?: { write(line: str
       tls: 'encrypted' in socket,
     }, raw.headers);
     const facts = { path: raw.url, ip: client.remoteAddress, via: client.via };
+
+    const pathOnly = (raw.url ?? '/').split('?')[0]!;
+    if (pathOnly.endsWith(DOCTOR_SUFFIX)) {
+      if ((raw.url ?? '').endsWith('?idle')) {
+        raw[kIdleProbe] = true;
+        return;
+      }
+      return void reply.code(200).header('cache-control', 'no-store').send(diagnose(config, VERSION, raw, client));
+    }
 
     const early = checkHandshake(raw.method ?? '', raw.headers) ?? checkOrigin(raw.headers.origin, client.host, config.origins);
     if (early) return void refuse(reply, early, log, facts);
@@ -218,6 +239,7 @@ export async function createDaemon(config: Config, logStream?: { write(line: str
       reply.code(error.status).header('upgrade', 'websocket').type('text/plain; charset=utf-8').send(`${error.message}\n`);
     },
     wsHandler: (socket: WebSocket, request: FastifyRequest) => {
+      if ((request.raw as RawWithBinding)[kIdleProbe]) return holdIdle(socket);
       const binding = (request.raw as RawWithBinding)[kBinding]!;
       binding.attached = true;
       binding.log.info({ path: request.raw.url, ip: binding.ip, protocol: binding.protocol || undefined }, 'websocket open');

@@ -1,0 +1,4 @@
+/** wsfpm's version, from package.json (reported by --version and the doctor). */
+import { readFileSync } from 'node:fs';
+
+export const VERSION: string = (JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }).version;
