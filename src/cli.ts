@@ -27,11 +27,15 @@ const HELP: Record<string, string> = {
   root: 'document root; URL paths map to .php scripts below it (default: current directory)',
   index: 'front controller for paths with no script of their own ("" disables)',
   routes: 'explicit routes, comma-separated: /url=script.php',
+  pages: 'serve PHP pages and static files for requests that are not websocket upgrades (true/false)',
   maxMessage: 'largest message either way, bytes; a bigger client message closes with 1009',
   handshakeTimeout: 'how long PHP may take to accept or refuse, ms; then 503',
   pingInterval: 'server ping interval, ms (0 disables); a silent client is dropped after two',
   closeGrace: 'time PHP gets to finish after the websocket ends, ms',
   highWater: 'bytes buffered toward one side before the other is paused',
+  control: 'control API listener for publish/send/presence: tcp:127.0.0.1:PORT or unix:/path ("" disables); never public',
+  controlToken: 'bearer token of the control API (at least 16 characters; default: random per start)',
+  maxChannels: 'channel subscriptions one connection may hold',
   trustProxy: 'proxies whose X-Forwarded-* headers are believed: IPs or CIDRs ("" trusts none)',
   allowOrigins: 'origins allowed besides the same host, comma-separated (* for any)',
   maxConnections: 'open websocket connections at most; more get 503',
@@ -120,8 +124,9 @@ async function serve(config: Config): Promise<void> {
 async function demo(flags: Record<string, string>, env: NodeJS.ProcessEnv): Promise<void> {
   const root = path.join(PACKAGE_ROOT, 'examples', 'echo');
   // A php-fpm master of its own on a private socket: nothing on the machine needs configuring.
-  const config = buildConfig({ root, fpm: 'managed', maxConnections: '32', ...flags }, env);
+  const config = buildConfig({ root, fpm: 'managed', maxConnections: '32', pages: 'true', ...flags }, env);
   console.error(`demo: scripts in ${root}, a php-fpm pool of ${config.maxConnections} workers of its own`);
+  if (config.pages) console.error(`demo: open http://${config.host}:${config.port}/ in a browser`);
   console.error(`demo: try it with  node -e "const w=new (require('ws'))('ws://${config.host}:${config.port}/echo.php');w.on('open',()=>w.send('hi'));w.on('message',m=>{console.log(String(m));w.close()})"`);
   await serve(config);
 }

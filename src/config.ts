@@ -23,6 +23,7 @@ export interface Config {
   root: string;
   index: string;
   routes: ReadonlyMap<string, string>;
+  pages: boolean;
   maxMessage: number;
   handshakeTimeout: number;
   pingInterval: number;
@@ -30,20 +31,27 @@ export interface Config {
   highWater: number;
   origins: OriginPolicy;
   trustProxy: TrustPolicy;
+  control: FpmAddress | null;
+  controlToken: string;
+  maxChannels: number;
   maxConnections: number;
   maxRejectBody: number;
   maxHeaderBlock: number;
   logLevel: string;
 }
 
-function address(raw: string): FpmAddress {
-  const a = parseFpmAddress(raw);
+function isLoopback(host: string): boolean {
+  return host === 'localhost' || host === '::1' || /^127\.\d+\.\d+\.\d+$/.test(host);
+}
+
+function address(raw: string, listen = false): FpmAddress {
+  const a = parseFpmAddress(raw, listen);
   if (typeof a === 'string') throw new Error(a);
   return a;
 }
 
 /** Settings where an empty value means "none" (WSFPM_INDEX= disables the front controller); elsewhere an empty variable counts as unset. */
-const EMPTY_MEANS_NONE = new Set<Key>(['index', 'routes', 'allowOrigins', 'trustProxy', 'fpmStatus', 'fpmUser', 'fpmInherit']);
+const EMPTY_MEANS_NONE = new Set<Key>(['index', 'routes', 'allowOrigins', 'trustProxy', 'fpmStatus', 'fpmUser', 'fpmInherit', 'control', 'controlToken']);
 const SIZE_KEYS = new Set<Key>(['maxMessage', 'highWater', 'maxRejectBody', 'maxHeaderBlock']);
 const TIME_KEYS = new Set<Key>(['handshakeTimeout', 'pingInterval', 'closeGrace']);
 
@@ -64,6 +72,13 @@ function parseNumber(key: Key, raw: string): number {
   const value = Math.round(Number(m[1]) * factor);
   if (!Number.isFinite(value) || value < min || value > max) throw new Error(`${value} is out of range: ${min} to ${max}${hint}`);
   return value;
+}
+
+function parseBoolean(raw: string): boolean {
+  const v = raw.trim().toLowerCase();
+  if (v === 'true' || v === '1' || v === 'yes') return true;
+  if (v === 'false' || v === '0' || v === 'no') return false;
+  throw new Error('expected true or false (or 1/0, yes/no)');
 }
 
 function parseRoutes(raw: string): Map<string, string> {
@@ -124,6 +139,7 @@ export function buildConfig(flags: Record<string, string>, env: NodeJS.ProcessEn
       return raw;
     }),
     routes: get('routes', parseRoutes),
+    pages: get('pages', parseBoolean),
     maxMessage: num('maxMessage'),
     handshakeTimeout: num('handshakeTimeout'),
     pingInterval: num('pingInterval'),
@@ -135,6 +151,17 @@ export function buildConfig(flags: Record<string, string>, env: NodeJS.ProcessEn
       return policy;
     }),
     trustProxy: get('trustProxy', parseTrustList),
+    control: get('control', (raw) => {
+      if (!raw) return null;
+      const a = address(raw, true);
+      if (a.kind === 'tcp' && !isLoopback(a.host)) throw new Error('the control API must stay off public addresses: use a loopback address (127.0.0.1, ::1) or a unix socket');
+      return a;
+    }),
+    controlToken: get('controlToken', (raw) => {
+      if (raw && raw.length < 16) throw new Error('use at least 16 characters');
+      return raw;
+    }),
+    maxChannels: num('maxChannels'),
     maxConnections: num('maxConnections'),
     maxRejectBody: num('maxRejectBody'),
     maxHeaderBlock: num('maxHeaderBlock'),

@@ -26,6 +26,8 @@ export const DEFAULTS = Object.freeze({
   index: 'index.php',
   /** Explicit routes, `/path=script.php,...`, checked before the file system. */
   routes: '',
+  /** Serve PHP pages and static files for requests that are not websocket upgrades (standalone mode, no web server in front). */
+  pages: false,
   /** Largest websocket message either way, bytes (client overflow closes 1009). */
   maxMessage: 1 * MiB,
   /** How long PHP may take to answer the upgrade with its header block, ms. */
@@ -36,6 +38,12 @@ export const DEFAULTS = Object.freeze({
   closeGrace: 5_000,
   /** Bytes buffered toward one side before the other side is paused. */
   highWater: 1 * MiB,
+  /** Control API listener (publish, send, presence) for page requests and backends: `tcp:127.0.0.1:PORT` or `unix:/path`; never public; empty disables. */
+  control: 'tcp:127.0.0.1:8741',
+  /** Bearer token the control API requires; empty: a random one per start (handed to a managed pool). */
+  controlToken: '',
+  /** Channel subscriptions one connection may hold. */
+  maxChannels: 100,
   /** Proxies whose X-Forwarded-For/-Host/-Proto are believed: IPs or CIDR ranges, comma-separated; empty trusts none. */
   trustProxy: '127.0.0.1,::1',
   /** Origins allowed besides the request's own host, comma-separated; `*` allows any. */
@@ -61,6 +69,7 @@ export const BOUNDS: Readonly<Record<string, readonly [number, number]>> = Objec
   closeGrace: [0, 600_000],
   highWater: [16 * KiB, 64 * MiB],
   maxConnections: [1, 1_000_000],
+  maxChannels: [1, 100_000],
   maxRejectBody: [0, 16 * MiB],
   maxHeaderBlock: [1 * KiB, 1 * MiB],
 });

@@ -33,6 +33,7 @@ export const ERRORS = Object.freeze({
   WSFPM_ERR_PHP_FRAME: { status: 502, close: 1011, message: 'PHP sent an invalid frame' },
   WSFPM_ERR_PHP_DIED: { status: 502, close: 1011, message: 'PHP request ended abnormally' },
   WSFPM_ERR_MESSAGE_TOO_BIG: { status: 413, close: 1009, message: 'message exceeds the size limit' },
+  WSFPM_ERR_SLOW_CONSUMER: { status: 503, close: 1013, message: 'connection cannot keep up with its deliveries' },
   WSFPM_ERR_PING_TIMEOUT: { status: 408, close: 1006, message: 'client did not answer pings' },
 } satisfies Record<string, ErrorSpec>);
 

@@ -51,7 +51,7 @@ it('a bad value stops start-up with exit code 2 and a message naming the flag an
 });
 
 it('serves from .env settings, echoes, and exits 0 on SIGTERM', async () => {
-  await writeFile(path.join(tmp, '.env'), `WSFPM_FPM=unix:${pool.socket}\nWSFPM_ROOT=${FIXTURES}\nWSFPM_PORT=0\n`);
+  await writeFile(path.join(tmp, '.env'), `WSFPM_FPM=unix:${pool.socket}\nWSFPM_ROOT=${FIXTURES}\nWSFPM_PORT=0\nWSFPM_CONTROL=tcp:127.0.0.1:0\n`);
   const child = spawn(process.execPath, [BIN], { cwd: tmp, env: { PATH: process.env.PATH ?? '' }, stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   const address = await new Promise<string>((resolve, reject) => {

@@ -45,6 +45,7 @@ const EXPECTED_BOUNDS: Record<string, [number, number]> = {
   closeGrace: [0, 600_000],
   highWater: [16 * KiB, 64 * MiB],
   maxConnections: [1, 1_000_000],
+  maxChannels: [1, 100_000],
   maxRejectBody: [0, 16 * MiB],
   maxHeaderBlock: [1 * KiB, 1 * MiB],
 };
@@ -75,6 +76,7 @@ describe('defaults', () => {
       root: CWD,
       index: 'index.php',
       routes: new Map(),
+      pages: false,
       maxMessage: 1 * MiB,
       handshakeTimeout: 5000,
       pingInterval: 25_000,
@@ -82,6 +84,9 @@ describe('defaults', () => {
       highWater: 1 * MiB,
       origins: { any: false, allow: new Set() },
       trustProxy: parseTrustList('127.0.0.1,::1'),
+      control: { kind: 'tcp', host: '127.0.0.1', port: 8741 },
+      controlToken: '',
+      maxChannels: 100,
       maxConnections: 1000,
       maxRejectBody: 64 * KiB,
       maxHeaderBlock: 32 * KiB,
@@ -245,7 +250,7 @@ describe('precedence: flag > environment > default', () => {
   });
 
   test('every setting can be given by flag and by environment', () => {
-    const flags = { host: '0.0.0.0', port: '9000', fpm: 'tcp:127.0.0.1:9001', root: '/var/www', index: 'app.php', routes: '/ws=ws.php', maxMessage: '2m', handshakeTimeout: '3s', pingInterval: '0', closeGrace: '1s', highWater: '32k', allowOrigins: '*', maxConnections: '10', maxRejectBody: '0', maxHeaderBlock: '4k', logLevel: 'silent', trustProxy: '10.0.0.0/8', fpmStatus: 'unix:/run/status.sock', fpmUser: 'www-data', fpmInherit: '/etc/php/www.conf' };
+    const flags = { host: '0.0.0.0', port: '9000', fpm: 'tcp:127.0.0.1:9001', root: '/var/www', index: 'app.php', routes: '/ws=ws.php', pages: 'yes', maxMessage: '2m', handshakeTimeout: '3s', pingInterval: '0', closeGrace: '1s', highWater: '32k', allowOrigins: '*', maxConnections: '10', maxRejectBody: '0', maxHeaderBlock: '4k', logLevel: 'silent', trustProxy: '10.0.0.0/8', fpmStatus: 'unix:/run/status.sock', fpmUser: 'www-data', fpmInherit: '/etc/php/www.conf', control: 'unix:/run/wsfpm.sock', controlToken: '0123456789abcdef', maxChannels: '7' };
     const env = Object.fromEntries(Object.entries(flags).map(([k, v]) => [envName(k), v]));
     const expected: Config = {
       host: '0.0.0.0',
@@ -257,6 +262,7 @@ describe('precedence: flag > environment > default', () => {
       root: '/var/www',
       index: 'app.php',
       routes: new Map([['/ws', 'ws.php']]),
+      pages: true,
       maxMessage: 2 * MiB,
       handshakeTimeout: 3000,
       pingInterval: 0,
@@ -264,6 +270,9 @@ describe('precedence: flag > environment > default', () => {
       highWater: 32 * KiB,
       origins: { any: true, allow: new Set() },
       trustProxy: parseTrustList('10.0.0.0/8'),
+      control: { kind: 'unix', path: '/run/wsfpm.sock' },
+      controlToken: '0123456789abcdef',
+      maxChannels: 7,
       maxConnections: 10,
       maxRejectBody: 0,
       maxHeaderBlock: 4 * KiB,

@@ -45,7 +45,10 @@ describe('frame constants', () => {
   test('match docs/protocol.md', () => {
     assert.equal(PROTOCOL_VERSION, 1);
     assert.equal(FRAME_HEADER_LEN, 5);
-    assert.deepEqual({ ...FrameType }, { Open: 0x00, Text: 0x01, Binary: 0x02, Close: 0x08 });
+    assert.deepEqual({ ...FrameType }, {
+      Open: 0x00, Text: 0x01, Binary: 0x02, Close: 0x08,
+      Subscribe: 0x10, Unsubscribe: 0x11, Publish: 0x12, Send: 0x13, Channel: 0x14, Timer: 0x20, Tick: 0x21,
+    });
     assert.ok(Object.isFrozen(FrameType));
   });
 });

@@ -24,7 +24,7 @@ before(async () => {
   tmp = await mkdtemp(path.join(os.tmpdir(), 'wsfpm-managed-'));
   const site = path.join(tmp, 'www.conf');
   await writeFile(site, ['[www]', 'user = www-data', 'pm = ondemand', 'php_value[memory_limit] = 77M', 'env[SITE_VAR] = from-the-site', 'php_admin_value[output_buffering] = 4096', ''].join('\n'));
-  const config = buildConfig({ root: FIXTURES, fpm: 'managed', maxConnections: '2', fpmInherit: site, handshakeTimeout: '5000', logLevel: 'debug' }, {});
+  const config = buildConfig({ root: FIXTURES, fpm: 'managed', maxConnections: '2', fpmInherit: site, handshakeTimeout: '5000', control: 'tcp:127.0.0.1:0', logLevel: 'debug' }, {});
   daemon = await createDaemon(config, { write: (line: string) => void logs.push(JSON.parse(line) as Record<string, unknown>) });
   await daemon.app.listen({ host: '127.0.0.1', port: 0 });
   port = (daemon.app.server.address() as { port: number }).port;

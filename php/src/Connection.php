@@ -29,6 +29,12 @@ final class Connection
 
     private int $bytesIn = 0;
 
+    /** @var array<string, bool> channel => FORWARD, as this script asked the daemon */
+    private array $subscriptions = [];
+
+    /** The timer interval asked for with every(), ms; 0: no timer. */
+    private int $interval = 0;
+
     /**
      * @param resource $in
      * @param resource $out
@@ -171,6 +177,10 @@ final class Connection
     /**
      * Block until the next message. Returns null once the connection is over
      * (client closed, daemon went away, or PHP closed it); see closeCode().
+     *
+     * Besides the client's messages this returns channel messages
+     * ($msg->channel set) once the script subscribe()d without forwarding, and
+     * ticks ($msg->tick) once it asked for a timer with every(); never otherwise.
      */
     public function receive(): ?Message
     {
@@ -180,7 +190,9 @@ final class Connection
                 return $this->lost();
             }
             [$type, $length] = Frame::decodeHeader($header);
-            if ($length > $this->maxMessage) {
+            // A CHANNEL frame carries up to a full message plus its channel name.
+            $limit = $type === Frame::CHANNEL ? $this->maxMessage + Frame::MAX_CHANNEL_OVERHEAD : $this->maxMessage;
+            if ($length > $limit) {
                 // The daemon closes oversized client messages itself (1009), so this is a
                 // broken peer; skipping would mean trusting a length we already doubt.
                 $this->close(1002, 'frame too large');
@@ -199,7 +211,34 @@ final class Connection
                 $this->closed = true;
                 return null;
             }
-            // Types we do not know (future channels, timers) are skipped, as the protocol asks.
+            if ($type === Frame::CHANNEL) {
+                $payload = $this->read($length);
+                if ($payload === null) {
+                    return $this->lost();
+                }
+                try {
+                    [$channel, $data, $binary] = Frame::parseChannelPayload($payload);
+                } catch (Exception) {
+                    $this->close(1002, 'malformed frame');
+                    return null;
+                }
+                // One still in flight after unsubscribe() (or for a forwarded channel) is not what the script wants.
+                if (($this->subscriptions[$channel] ?? true) === false) {
+                    return new Message($data, $binary, $channel);
+                }
+                continue;
+            }
+            if ($type === Frame::TICK) {
+                if (!$this->skip($length)) {
+                    return $this->lost();
+                }
+                // A tick still in flight after every(0) is dropped.
+                if ($this->interval > 0) {
+                    return new Message('', false, null, true);
+                }
+                continue;
+            }
+            // Types we do not know are skipped, as the protocol asks.
             if (!$this->skip($length)) {
                 return $this->lost();
             }
@@ -217,16 +256,7 @@ final class Connection
         if ($this->closed) {
             throw new Exception('cannot send: the connection is closed');
         }
-        if (strlen($data) > $this->maxMessage) {
-            throw new Exception(sprintf(
-                'cannot send %d bytes: the limit is %d (WSFPM_MAX_MESSAGE)',
-                strlen($data),
-                $this->maxMessage,
-            ));
-        }
-        if (!$binary && !self::isUtf8($data)) {
-            throw new Exception('a text message must be valid UTF-8; send it with $binary = true');
-        }
+        $this->checkData($data, $binary, 'send');
         $this->write(Frame::encode($binary ? Frame::BINARY : Frame::TEXT, $data));
     }
 
@@ -254,6 +284,88 @@ final class Connection
         }
     }
 
+    /**
+     * Subscribe to a channel. Without $forward, its messages reach this script
+     * through receive() with $msg->channel set. With $forward, the daemon sends
+     * them straight to this connection's client (as text or binary messages)
+     * and the script never sees them: the cheapest way to fan out a room.
+     * Subscribing again to the same channel changes $forward.
+     *
+     * @throws Exception for an invalid channel name or a closed connection
+     */
+    public function subscribe(string $channel, bool $forward = false): void
+    {
+        $this->writeFrame(Frame::SUBSCRIBE, Frame::subscribePayload($channel, $forward));
+        $this->subscriptions[$channel] = $forward;
+    }
+
+    /**
+     * Stop receiving a channel's messages. Does nothing for a channel this
+     * connection is not subscribed to.
+     *
+     * @throws Exception for an invalid channel name or a closed connection
+     */
+    public function unsubscribe(string $channel): void
+    {
+        $payload = Frame::unsubscribePayload($channel);
+        if (!array_key_exists($channel, $this->subscriptions)) {
+            return;
+        }
+        unset($this->subscriptions[$channel]);
+        $this->writeFrame(Frame::UNSUBSCRIBE, $payload);
+    }
+
+    /**
+     * Channels this connection subscribed to.
+     *
+     * @return array<string, bool> channel => whether it is forwarded to the client
+     */
+    public function subscriptions(): array
+    {
+        return $this->subscriptions;
+    }
+
+    /**
+     * Publish a message to every connection subscribed to $channel, on this
+     * daemon (and its cluster). This connection gets it too if subscribed,
+     * unless $excludeSelf. Nobody needs to be subscribed: a message to an
+     * empty channel is simply dropped.
+     *
+     * @throws Exception for an invalid channel, invalid UTF-8 text, a message
+     *         too large (WSFPM_MAX_MESSAGE, counting the channel name), or a closed connection
+     */
+    public function publish(string $channel, string $data, bool $binary = false, bool $excludeSelf = false): void
+    {
+        $this->checkData($data, $binary, 'publish');
+        $this->writeFrame(Frame::PUBLISH, Frame::publishPayload($channel, $data, $binary, $excludeSelf));
+    }
+
+    /**
+     * Send a message to the client of another connection (or this one), by
+     * its id ($ws->id() over there). Nothing happens if that connection is gone.
+     *
+     * @throws Exception for an invalid id, invalid UTF-8 text, a message too large, or a closed connection
+     */
+    public function sendTo(string $connectionId, string $data, bool $binary = false): void
+    {
+        $this->checkData($data, $binary, 'sendTo');
+        $this->writeFrame(Frame::SEND, Frame::sendPayload($connectionId, $data, $binary));
+    }
+
+    /**
+     * Ask for a tick every $ms milliseconds from now on: receive() returns a
+     * Message with $tick true. 0 stops the timer. There is one timer per
+     * connection; calling again replaces it. Ticks do not pile up while the
+     * script is busy: missed ones are skipped.
+     *
+     * @throws Exception for an interval that is neither 0 nor at least 10 ms, or a closed connection
+     */
+    public function every(int $ms): void
+    {
+        $this->writeFrame(Frame::TIMER, Frame::timerPayload($ms));
+        $this->interval = $ms;
+    }
+
     /** WSFPM_CONNECTION_ID: 32 hex characters, unique per connection. */
     public function id(): string
     {
@@ -273,6 +385,38 @@ final class Connection
     public function closeReason(): string
     {
         return $this->closeReason;
+    }
+
+    /** @throws Exception for text that is not UTF-8 or data over the message limit */
+    private function checkData(string $data, bool $binary, string $what): void
+    {
+        if (strlen($data) > $this->maxMessage) {
+            throw new Exception(sprintf(
+                'cannot %s %d bytes: the limit is %d (WSFPM_MAX_MESSAGE)',
+                $what,
+                strlen($data),
+                $this->maxMessage,
+            ));
+        }
+        if (!$binary && !self::isUtf8($data)) {
+            throw new Exception('a text message must be valid UTF-8; send it with $binary = true');
+        }
+    }
+
+    /** A channel, send or timer frame; the daemon's frame limit counts the whole payload. */
+    private function writeFrame(int $type, string $payload): void
+    {
+        if ($this->closed) {
+            throw new Exception('cannot talk to the daemon: the connection is closed');
+        }
+        if (strlen($payload) > $this->maxMessage) {
+            throw new Exception(sprintf(
+                'cannot send a %d-byte frame: the limit is %d (WSFPM_MAX_MESSAGE), and it counts the channel name or id too',
+                strlen($payload),
+                $this->maxMessage,
+            ));
+        }
+        $this->write(Frame::encode($type, $payload));
     }
 
     private function sendClose(int $code, string $reason): void

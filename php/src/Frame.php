@@ -15,6 +15,35 @@ final class Frame
     public const BINARY = 0x02;
     public const CLOSE = 0x08;
 
+    // Channels, sends and timers (docs/protocol.md, "Channels, sends and timers").
+    public const SUBSCRIBE = 0x10;
+    public const UNSUBSCRIBE = 0x11;
+    public const PUBLISH = 0x12;
+    public const SEND = 0x13;
+    public const CHANNEL = 0x14;
+    public const TIMER = 0x20;
+    public const TICK = 0x21;
+
+    /** SUBSCRIBE flag: the channel's messages go straight to the client, not to PHP. */
+    public const FLAG_FORWARD = 0x01;
+
+    /** PUBLISH, SEND and CHANNEL flag: the message is binary. */
+    public const FLAG_BINARY = 0x01;
+
+    /** PUBLISH flag: not delivered to the publishing connection. */
+    public const FLAG_EXCLUDE_SELF = 0x02;
+
+    public const MAX_CHANNEL = 128;
+
+    /** Smallest timer interval the daemon accepts, ms. */
+    public const MIN_INTERVAL = 10;
+
+    /** Largest timer interval the frame can carry (u32), ms: about 49 days. */
+    public const MAX_INTERVAL = 0xFFFFFFFF;
+
+    /** Bytes a CHANNEL frame adds in front of the data: flags and the channel name's length and name. */
+    public const MAX_CHANNEL_OVERHEAD = 2 + self::MAX_CHANNEL;
+
     public const HEADER_SIZE = 5;
 
     /** RFC 6455 limits a close frame's payload to 125 bytes, two of which are the code. */
@@ -90,5 +119,100 @@ final class Frame
             $end--;
         }
         return substr($s, 0, $end);
+    }
+
+    /**
+     * @throws Exception unless $channel is 1-128 bytes of A-Z a-z 0-9 _ . : @ / -
+     */
+    public static function assertChannel(string $channel): void
+    {
+        if (preg_match('~^[A-Za-z0-9_.:@/-]{1,128}$~D', $channel) !== 1) {
+            throw new Exception(sprintf(
+                'invalid channel name %s: a channel is 1-128 characters of A-Z a-z 0-9 _ . : @ / - (e.g. "room:42")',
+                self::quote($channel),
+            ));
+        }
+    }
+
+    /**
+     * @throws Exception unless $id looks like a WSFPM_CONNECTION_ID: 32 lowercase hex characters
+     */
+    public static function assertConnectionId(string $id): void
+    {
+        if (preg_match('/^[0-9a-f]{32}$/D', $id) !== 1) {
+            throw new Exception(sprintf(
+                'invalid connection id %s: an id is the 32 lowercase hex characters of $ws->id() / $_SERVER[\'WSFPM_CONNECTION_ID\']',
+                self::quote($id),
+            ));
+        }
+    }
+
+    public static function subscribePayload(string $channel, bool $forward = false): string
+    {
+        self::assertChannel($channel);
+        return chr($forward ? self::FLAG_FORWARD : 0) . $channel;
+    }
+
+    public static function unsubscribePayload(string $channel): string
+    {
+        self::assertChannel($channel);
+        return $channel;
+    }
+
+    public static function publishPayload(string $channel, string $data, bool $binary = false, bool $excludeSelf = false): string
+    {
+        self::assertChannel($channel);
+        $flags = ($binary ? self::FLAG_BINARY : 0) | ($excludeSelf ? self::FLAG_EXCLUDE_SELF : 0);
+        return chr($flags) . chr(strlen($channel)) . $channel . $data;
+    }
+
+    public static function sendPayload(string $id, string $data, bool $binary = false): string
+    {
+        self::assertConnectionId($id);
+        return chr($binary ? self::FLAG_BINARY : 0) . chr(strlen($id)) . $id . $data;
+    }
+
+    /**
+     * @throws Exception for an interval that is neither 0 (stop) nor 10 ms .. 2^32-1 ms
+     */
+    public static function timerPayload(int $ms): string
+    {
+        if ($ms !== 0 && ($ms < self::MIN_INTERVAL || $ms > self::MAX_INTERVAL)) {
+            throw new Exception(sprintf(
+                'a timer interval is 0 (stop) or %d..%d ms, got %d',
+                self::MIN_INTERVAL,
+                self::MAX_INTERVAL,
+                $ms,
+            ));
+        }
+        return pack('N', $ms);
+    }
+
+    /**
+     * The payload of a CHANNEL frame (daemon -> PHP).
+     *
+     * @return array{0: string, 1: string, 2: bool} channel, data, binary
+     * @throws Exception for a payload too short for its channel length, or an empty channel
+     */
+    public static function parseChannelPayload(string $payload): array
+    {
+        $len = strlen($payload);
+        if ($len < 2) {
+            throw new Exception('malformed CHANNEL frame: shorter than its 2-byte header');
+        }
+        $flags = ord($payload[0]);
+        $channelLength = ord($payload[1]);
+        if ($channelLength === 0 || 2 + $channelLength > $len) {
+            throw new Exception('malformed CHANNEL frame: channel length ' . $channelLength . ' does not fit a ' . $len . '-byte payload');
+        }
+        return [substr($payload, 2, $channelLength), substr($payload, 2 + $channelLength), ($flags & self::FLAG_BINARY) !== 0];
+    }
+
+    /** For error messages: a short, printable rendering of a name the caller got wrong. */
+    private static function quote(string $s): string
+    {
+        $shown = strlen($s) > 40 ? substr($s, 0, 40) . '…' : $s;
+        return (string) json_encode($shown, JSON_INVALID_UTF8_SUBSTITUTE | JSON_UNESCAPED_SLASHES | JSON_UNESCAPED_UNICODE)
+            . ' (' . strlen($s) . ' bytes)';
     }
 }

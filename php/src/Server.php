@@ -22,13 +22,22 @@ final class Server
     /**
      * Serve an already accepted connection. onClose is called exactly once, even
      * when a callback throws: the error goes to onError and the client gets 1011.
+     * A ChannelHandler gets channel messages in onChannel() and ticks in onTimer().
      */
     public static function serve(Connection $conn, Handler $handler): void
     {
         try {
             $handler->onOpen($conn);
+            $channels = $handler instanceof ChannelHandler ? $handler : null;
             while (($msg = $conn->receive()) !== null) {
-                $handler->onMessage($conn, $msg);
+                if ($channels !== null && $msg->tick) {
+                    $channels->onTimer($conn);
+                } elseif ($channels !== null && $msg->channel !== null) {
+                    $channels->onChannel($conn, $msg->channel, $msg);
+                } else {
+                    // A plain Handler gets channel messages and ticks here too (it asked for them).
+                    $handler->onMessage($conn, $msg);
+                }
             }
         } catch (\Throwable $e) {
             try {

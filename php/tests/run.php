@@ -7,7 +7,11 @@ declare(strict_types=1);
 
 require __DIR__ . '/../autoload.php';
 
+use Wsfpm\ChannelHandler;
+use Wsfpm\Client;
 use Wsfpm\Connection;
+use Wsfpm\ControlClient;
+use Wsfpm\ControlException;
 use Wsfpm\Exception;
 use Wsfpm\Frame;
 use Wsfpm\Handler;
@@ -577,6 +581,551 @@ test('reject() prints only the body and exits; validates status', function (): v
     same(0, $rc);
     [$out] = child('foreach ([101, 199, 600] as $s) { try { Wsfpm\Connection::reject($s); } catch (Wsfpm\Exception $e) { echo "E"; } }');
     same('EEE', $out);
+});
+
+// --- channels, sends and timers: frames (golden bytes from docs/protocol.md) ---
+
+$ID = str_repeat('0123456789abcdef', 2);
+
+test('channel frame constants match the protocol', function (): void {
+    same([0x10, 0x11, 0x12, 0x13, 0x14, 0x20, 0x21], [Frame::SUBSCRIBE, Frame::UNSUBSCRIBE, Frame::PUBLISH, Frame::SEND, Frame::CHANNEL, Frame::TIMER, Frame::TICK]);
+    same([1, 1, 2], [Frame::FLAG_FORWARD, Frame::FLAG_BINARY, Frame::FLAG_EXCLUDE_SELF]);
+});
+
+test('SUBSCRIBE: flags(1) channel', function (): void {
+    same("\x10\x00\x00\x00\x07\x00room:1", Frame::encode(Frame::SUBSCRIBE, Frame::subscribePayload('room:1')));
+    same("\x10\x00\x00\x00\x07\x01room:1", Frame::encode(Frame::SUBSCRIBE, Frame::subscribePayload('room:1', true)));
+});
+
+test('UNSUBSCRIBE: channel', function (): void {
+    same("\x11\x00\x00\x00\x06room:1", Frame::encode(Frame::UNSUBSCRIBE, Frame::unsubscribePayload('room:1')));
+});
+
+test('PUBLISH: flags(1) channelLength(1) channel data', function (): void {
+    same("\x12\x00\x00\x00\x0A\x00\x06room:1hi", Frame::encode(Frame::PUBLISH, Frame::publishPayload('room:1', 'hi')));
+    same("\x12\x00\x00\x00\x0A\x01\x06room:1\x00\xFF", Frame::encode(Frame::PUBLISH, Frame::publishPayload('room:1', "\x00\xFF", true)));
+    same("\x12\x00\x00\x00\x08\x02\x06room:1", Frame::encode(Frame::PUBLISH, Frame::publishPayload('room:1', '', false, true)));
+    same("\x03\x01c", Frame::publishPayload('c', '', true, true));
+    $long = str_repeat('x', 128);
+    same("\x00\x80" . $long . 'd', Frame::publishPayload($long, 'd'));
+});
+
+test('SEND: flags(1) idLength(1) id data', function () use ($ID): void {
+    same("\x13\x00\x00\x00\x24\x00\x20" . $ID . 'hi', Frame::encode(Frame::SEND, Frame::sendPayload($ID, 'hi')));
+    same("\x01\x20" . $ID . "\xFF", Frame::sendPayload($ID, "\xFF", true));
+});
+
+test('TIMER: interval(4, BE, ms); 0 stops', function (): void {
+    same("\x20\x00\x00\x00\x04\x00\x00\x03\xE8", Frame::encode(Frame::TIMER, Frame::timerPayload(1000)));
+    same("\x20\x00\x00\x00\x04\x00\x00\x00\x00", Frame::encode(Frame::TIMER, Frame::timerPayload(0)));
+    same("\x00\x00\x00\x0A", Frame::timerPayload(10));
+    same("\xFF\xFF\xFF\xFF", Frame::timerPayload(0xFFFFFFFF));
+    foreach ([1, 9, -1, 0x100000000] as $bad) {
+        throws(fn () => Frame::timerPayload($bad), 'timer interval');
+    }
+});
+
+test('CHANNEL parsing: flags(1) channelLength(1) channel data', function (): void {
+    same(['room:1', 'hi', false], Frame::parseChannelPayload("\x00\x06room:1hi"));
+    same(['c', "\x00\xFF", true], Frame::parseChannelPayload("\x01\x01c\x00\xFF"));
+    same(['c', '', false], Frame::parseChannelPayload("\x00\x01c"));
+    throws(fn () => Frame::parseChannelPayload(''), 'malformed');
+    throws(fn () => Frame::parseChannelPayload("\x00"), 'malformed');
+    throws(fn () => Frame::parseChannelPayload("\x00\x00data"), 'malformed');
+    throws(fn () => Frame::parseChannelPayload("\x00\x07room:1"), 'malformed');
+});
+
+test('channel names: 1-128 bytes of A-Z a-z 0-9 _ . : @ / -', function (): void {
+    foreach (['a', 'room:1', 'user@example.com/inbox', 'A-Z_a.z:0@9/-', str_repeat('z', 128)] as $ok) {
+        Frame::assertChannel($ok);
+    }
+    foreach (['', str_repeat('z', 129), 'a b', 'room#1', 'é', "a\0", "a\n", 'a,b', 'a*', 'a?b', 'a+b', '%41'] as $bad) {
+        throws(fn () => Frame::assertChannel($bad), 'invalid channel name');
+    }
+});
+
+test('connection ids: 32 lowercase hex characters', function () use ($ID): void {
+    Frame::assertConnectionId($ID);
+    foreach (['', 'abc', strtoupper($ID), substr($ID, 1), $ID . '0', str_repeat('g', 32), ' ' . substr($ID, 1)] as $bad) {
+        throws(fn () => Frame::assertConnectionId($bad), 'invalid connection id');
+    }
+});
+
+// --- channels, sends and timers: Connection ---
+
+test('subscribe, unsubscribe, publish, sendTo, every write their frames', function () use ($ID): void {
+    [$ws, $out] = conn();
+    $ws->subscribe('room:1');
+    $ws->subscribe('news', true);
+    $ws->publish('room:1', 'hello', false, true);
+    $ws->publish('room:1', "\x00\x01", true);
+    $ws->sendTo($ID, 'psst');
+    $ws->every(250);
+    $ws->every(0);
+    $ws->unsubscribe('news');
+    same(
+        "\x10\x00\x00\x00\x07\x00room:1"
+        . "\x10\x00\x00\x00\x05\x01news"
+        . "\x12\x00\x00\x00\x0D\x02\x06room:1hello"
+        . "\x12\x00\x00\x00\x0A\x01\x06room:1\x00\x01"
+        . "\x13\x00\x00\x00\x26\x00\x20" . $ID . 'psst'
+        . "\x20\x00\x00\x00\x04\x00\x00\x00\xFA"
+        . "\x20\x00\x00\x00\x04\x00\x00\x00\x00"
+        . "\x11\x00\x00\x00\x04news",
+        contents($out),
+    );
+    same(['room:1' => false], $ws->subscriptions());
+});
+
+test('unsubscribe from a channel never subscribed sends nothing; resubscribing changes FORWARD', function (): void {
+    [$ws, $out] = conn();
+    $ws->unsubscribe('never');
+    same('', contents($out));
+    $ws->subscribe('a');
+    $ws->subscribe('a', true);
+    same(['a' => true], $ws->subscriptions());
+    same("\x10\x00\x00\x00\x02\x00a\x10\x00\x00\x00\x02\x01a", contents($out));
+});
+
+test('invalid channels, ids, intervals and text are refused before anything is written', function () use ($ID): void {
+    [$ws, $out] = conn();
+    throws(fn () => $ws->subscribe('bad name'), 'invalid channel name');
+    throws(fn () => $ws->subscribe(''), 'invalid channel name');
+    throws(fn () => $ws->unsubscribe(str_repeat('x', 129)), 'invalid channel name');
+    throws(fn () => $ws->publish('room#1', 'x'), 'invalid channel name');
+    throws(fn () => $ws->publish('room', "\xC3\x28"), 'UTF-8');
+    throws(fn () => $ws->sendTo('ABC', 'x'), 'invalid connection id');
+    throws(fn () => $ws->sendTo(strtoupper($ID), 'x'), 'invalid connection id');
+    throws(fn () => $ws->sendTo($ID, "\xFF"), 'UTF-8');
+    throws(fn () => $ws->every(9), 'timer interval');
+    throws(fn () => $ws->every(-5), 'timer interval');
+    same('', contents($out));
+    same([], $ws->subscriptions());
+});
+
+test('publish and sendTo: the frame limit counts the channel name or id', function () use ($ID): void {
+    [$ws, $out] = conn('', 40);
+    $ws->publish('c', str_repeat('a', 37));                      // 2 + 1 + 37 = 40
+    throws(fn () => $ws->publish('c', str_repeat('a', 38)), 'limit');
+    throws(fn () => $ws->publish('c', str_repeat('a', 41)), 'limit');
+    $ws->sendTo($ID, str_repeat('b', 6));                         // 2 + 32 + 6 = 40
+    throws(fn () => $ws->sendTo($ID, str_repeat('b', 7)), 'limit');
+    same(45 + 45, strlen(contents($out)));
+});
+
+test('channel calls on a closed connection throw', function () use ($ID): void {
+    [$ws, $out] = conn();
+    $ws->close();
+    throws(fn () => $ws->subscribe('a'), 'closed');
+    throws(fn () => $ws->publish('a', 'x'), 'closed');
+    throws(fn () => $ws->sendTo($ID, 'x'), 'closed');
+    throws(fn () => $ws->every(100), 'closed');
+    same(7, strlen(contents($out)));
+});
+
+$CH = fn (string $channel, string $data, bool $binary = false): string =>
+    Frame::encode(Frame::CHANNEL, chr($binary ? 1 : 0) . chr(strlen($channel)) . $channel . $data);
+$TICK = Frame::encode(Frame::TICK);
+
+test('receive: channel messages of a subscribed channel, in order with client messages', function () use ($CH, $C): void {
+    [$ws] = conn(Frame::encode(Frame::TEXT, 'from client') . $CH('room:1', 'from room') . $CH('room:1', "\x00\xFF", true) . $C(1000));
+    $ws->subscribe('room:1');
+    $a = $ws->receive();
+    same(['from client', false, null, false, true], [$a->data, $a->binary, $a->channel, $a->tick, $a->fromClient()]);
+    $b = $ws->receive();
+    same(['from room', false, 'room:1', false, false], [$b->data, $b->binary, $b->channel, $b->tick, $b->fromClient()]);
+    $c = $ws->receive();
+    same(["\x00\xFF", true, 'room:1'], [$c->data, $c->binary, $c->channel]);
+    same(null, $ws->receive());
+    same(1000, $ws->closeCode());
+});
+
+test('receive drops channel messages it did not ask for: unsubscribed, forwarded, never subscribed', function () use ($CH): void {
+    [$ws] = conn($CH('gone', 'late') . $CH('fwd', 'x') . $CH('other', 'x') . $CH('mine', 'yes') . Frame::encode(Frame::TEXT, 'end'));
+    $ws->subscribe('gone');
+    $ws->unsubscribe('gone');
+    $ws->subscribe('fwd', true);
+    $ws->subscribe('mine');
+    $m = $ws->receive();
+    same(['yes', 'mine'], [$m->data, $m->channel]);
+    same('end', $ws->receive()->data);
+});
+
+test('receive: ticks only while a timer runs', function () use ($TICK): void {
+    [$ws] = conn($TICK . Frame::encode(Frame::TEXT, 'a') . $TICK . $TICK . Frame::encode(Frame::TEXT, 'b') . $TICK . Frame::encode(Frame::TEXT, 'c'));
+    same('a', $ws->receive()->data, 'a tick before every() is dropped');
+    $ws->every(10);
+    $t = $ws->receive();
+    same([true, '', false, null, false], [$t->tick, $t->data, $t->binary, $t->channel, $t->fromClient()]);
+    same(true, $ws->receive()->tick);
+    same('b', $ws->receive()->data);
+    $ws->every(0);
+    same('c', $ws->receive()->data, 'a tick after every(0) is dropped');
+});
+
+test('a plain echo loop never echoes ticks or channel messages it did not ask for', function () use ($TICK, $CH, $C): void {
+    [$ws, $out] = conn($TICK . $CH('room', 'x') . Frame::encode(Frame::TEXT, 'hi') . $TICK . $C(1000));
+    while (($msg = $ws->receive()) !== null) {
+        $ws->send('echo: ' . $msg->data);
+    }
+    same(Frame::encode(Frame::TEXT, 'echo: hi'), contents($out));
+});
+
+test('a CHANNEL frame may carry a full-size message plus its channel name', function () use ($CH): void {
+    $name = str_repeat('n', 128);
+    [$ws] = conn($CH($name, str_repeat('x', 200)) . Frame::encode(Frame::TEXT, 'after'), 200);
+    $ws->subscribe($name);
+    same(200, strlen($ws->receive()->data));
+    same('after', $ws->receive()->data);
+    [$ws] = conn($CH('c', str_repeat('x', 200 + 128)), 200);
+    $ws->subscribe('c');
+    same(null, $ws->receive());
+    same(1002, $ws->closeCode());
+});
+
+test('a malformed CHANNEL frame is a protocol error: CLOSE 1002', function (): void {
+    [$ws, $out] = conn(Frame::encode(Frame::CHANNEL, "\x00\x09short") . Frame::encode(Frame::TEXT, 'never'));
+    $ws->subscribe('short');
+    same(null, $ws->receive());
+    same(1002, $ws->closeCode());
+    same(Frame::encode(Frame::CLOSE, pack('n', 1002) . 'malformed frame'), substr(contents($out), -22));
+});
+
+test('channel frames and ticks split across many short reads', function () use ($CH, $TICK, $C): void {
+    TrickleStream::$data = $CH('room/a', 'one') . $TICK . $CH('room/a', str_repeat('ü', 500)) . $C(1000);
+    TrickleStream::$reads = 0;
+    $in = fopen('trickle://y', 'rb');
+    stream_set_read_buffer($in, 0);
+    $ws = Connection::fromStreams($in, memstream(), 'id', 10000);
+    $ws->subscribe('room/a');
+    $ws->every(50);
+    same('one', $ws->receive()->data);
+    same(true, $ws->receive()->tick);
+    same(str_repeat('ü', 500), $ws->receive()->data);
+    same(null, $ws->receive());
+});
+
+// --- ChannelHandler ---
+
+final class RecordingChannelHandler implements ChannelHandler
+{
+    /** @var list<string> */
+    public array $log = [];
+
+    public function onOpen(Connection $conn): void
+    {
+        $conn->subscribe('room');
+        $conn->every(1000);
+        $this->log[] = 'open';
+    }
+
+    public function onMessage(Connection $conn, Message $msg): void
+    {
+        $this->log[] = 'msg ' . $msg->data;
+    }
+
+    public function onChannel(Connection $conn, string $channel, Message $msg): void
+    {
+        if ($msg->data === 'throw') {
+            throw new LogicException('boom');
+        }
+        $this->log[] = "channel $channel " . $msg->data;
+    }
+
+    public function onTimer(Connection $conn): void
+    {
+        $this->log[] = 'tick';
+    }
+
+    public function onClose(Connection $conn, int $code, string $reason): void
+    {
+        $this->log[] = "close $code";
+    }
+
+    public function onError(Connection $conn, Throwable $e): void
+    {
+        $this->log[] = 'error ' . $e->getMessage();
+    }
+}
+
+test('Server::serve dispatches channel messages and ticks to a ChannelHandler', function () use ($CH, $TICK, $C): void {
+    [$ws] = conn(Frame::encode(Frame::TEXT, 'a') . $CH('room', 'r1') . $TICK . Frame::encode(Frame::TEXT, 'b') . $C(1001));
+    $h = new RecordingChannelHandler();
+    Server::serve($ws, $h);
+    same(['open', 'msg a', 'channel room r1', 'tick', 'msg b', 'close 1001'], $h->log);
+});
+
+test('a ChannelHandler that throws in onChannel gets onError, 1011, onClose', function () use ($CH): void {
+    [$ws, $out] = conn($CH('room', 'throw') . $CH('room', 'not reached'));
+    $h = new RecordingChannelHandler();
+    Server::serve($ws, $h);
+    same(['open', 'error boom', 'close 1011'], $h->log);
+    check(str_ends_with(contents($out), Frame::encode(Frame::CLOSE, pack('n', 1011) . 'internal error')));
+});
+
+test('a plain Handler that subscribed gets channel messages and ticks in onMessage', function () use ($CH, $TICK): void {
+    [$ws] = conn($CH('room', 'r') . $TICK . Frame::encode(Frame::TEXT, 'c'));
+    $ws->subscribe('room');
+    $ws->every(10);
+    $h = new class implements Handler {
+        /** @var list<string> */
+        public array $log = [];
+        public function onOpen(Connection $conn): void {}
+        public function onMessage(Connection $conn, Message $msg): void { $this->log[] = ($msg->channel ?? ($msg->tick ? 'tick' : 'client')) . ':' . $msg->data; }
+        public function onClose(Connection $conn, int $code, string $reason): void {}
+        public function onError(Connection $conn, Throwable $e): void {}
+    };
+    Server::serve($ws, $h);
+    same(['room:r', 'tick:', 'client:c'], $h->log);
+});
+
+test('Message stays constructible with two arguments', function (): void {
+    $m = new Message('x', true);
+    same(['x', true, null, false, true], [$m->data, $m->binary, $m->channel, $m->tick, $m->fromClient()]);
+});
+
+// --- ControlClient (against a tiny HTTP server in a child php-cli) ---
+
+test('ControlClient::parseAddress', function (): void {
+    same(['tcp://127.0.0.1:8741', '127.0.0.1:8741'], ControlClient::parseAddress('tcp:127.0.0.1:8741'));
+    same(['tcp://127.0.0.1:8741', '127.0.0.1:8741'], ControlClient::parseAddress('tcp://127.0.0.1:8741'));
+    same(['tcp://localhost:9', 'localhost:9'], ControlClient::parseAddress('localhost:9'));
+    same(['tcp://localhost:9', 'localhost:9'], ControlClient::parseAddress('http://localhost:9/'));
+    same(['tcp://[::1]:8741', '[::1]:8741'], ControlClient::parseAddress('tcp:[::1]:8741'));
+    same(['unix:///run/wsfpm/control.sock', 'localhost'], ControlClient::parseAddress('unix:/run/wsfpm/control.sock'));
+    same(['unix:///run/wsfpm/control.sock', 'localhost'], ControlClient::parseAddress('unix:///run/wsfpm/control.sock'));
+    same(['unix:///run/c.sock', 'localhost'], ControlClient::parseAddress('/run/c.sock'));
+    foreach (['', 'tcp:', '127.0.0.1', 'tcp:host:0', 'tcp:host:70000', 'unix:', 'udp://x:1', 'tcp:a b:1'] as $bad) {
+        throws(fn () => ControlClient::parseAddress($bad), 'control API address');
+    }
+});
+
+test('ControlClient::parseResponse: content-length, chunked, broken', function (): void {
+    same([200, '{"reached":1}'], ControlClient::parseResponse("HTTP/1.1 200 OK\r\nContent-Length: 13\r\n\r\n{\"reached\":1}"));
+    same([400, '{"a":1}'], ControlClient::parseResponse("HTTP/1.1 400 Bad Request\r\ntransfer-encoding: chunked\r\n\r\n3\r\n{\"a\r\n4;x=y\r\n\":1}\r\n0\r\n\r\n"));
+    same([204, ''], ControlClient::parseResponse("HTTP/1.0 204 No Content\r\n\r\n"));
+    foreach (['', "garbage\r\n\r\n", "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nab", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nz\r\n"] as $bad) {
+        try {
+            ControlClient::parseResponse($bad);
+            throw new RuntimeException('expected ControlException');
+        } catch (ControlException) {
+        }
+    }
+});
+
+/**
+ * A control API stand-in: answers each connection with the next canned
+ * response and writes the raw requests it got to a file.
+ *
+ * @param list<array{0: int, 1: string}|null> $answers status and body; null: accept but never answer
+ * @return array{0: string, 1: callable(): list<string>, 2: callable(): void} address, requests(), stop()
+ */
+function fakeControl(array $answers, bool $unix = false): array
+{
+    $dir = sys_get_temp_dir() . '/wsfpm-control-' . bin2hex(random_bytes(4));
+    mkdir($dir);
+    $log = "$dir/requests.json";
+    $listen = $unix ? "unix://$dir/c.sock" : 'tcp://127.0.0.1:0';
+    $code = '<?php
+        $server = stream_socket_server(' . var_export($listen, true) . ', $e, $s);
+        echo stream_socket_get_name($server, false), "\n";
+        $requests = [];
+        $held = [];
+        foreach (' . var_export($answers, true) . ' as $answer) {
+            $c = stream_socket_accept($server, 10);
+            if ($c === false) break;
+            $raw = "";
+            while (!str_contains($raw, "\r\n\r\n") && ($chunk = fread($c, 8192)) !== "" && $chunk !== false) { $raw .= $chunk; }
+            if (preg_match("/content-length: (\d+)/i", $raw, $m)) {
+                $want = strpos($raw, "\r\n\r\n") + 4 + (int) $m[1];
+                while (strlen($raw) < $want && ($chunk = fread($c, 8192)) !== "" && $chunk !== false) { $raw .= $chunk; }
+            }
+            $requests[] = $raw;
+            file_put_contents(' . var_export($log, true) . ', json_encode($requests));
+            if ($answer === null) { $held[] = $c; continue; }
+            fwrite($c, "HTTP/1.1 {$answer[0]} X\r\nContent-Type: application/json\r\nContent-Length: " . strlen($answer[1]) . "\r\nConnection: close\r\n\r\n" . $answer[1]);
+            fclose($c);
+        }
+        sleep(1);';
+    $file = "$dir/server.php";
+    file_put_contents($file, $code);
+    $p = proc_open([PHP_BINARY, '-n', $file], [1 => ['pipe', 'w'], 2 => ['pipe', 'w']], $pipes);
+    $name = trim((string) fgets($pipes[1]));
+    $address = $unix ? "unix:$dir/c.sock" : "tcp:$name";
+    $requests = static function () use ($log): array {
+        clearstatcache();
+        return is_file($log) ? json_decode((string) file_get_contents($log), true) : [];
+    };
+    $stop = static function () use ($p, $pipes, $dir): void {
+        proc_terminate($p);
+        fclose($pipes[1]);
+        fclose($pipes[2]);
+        proc_close($p);
+        array_map('unlink', glob("$dir/*") ?: []);
+        @unlink("$dir/c.sock");
+        rmdir($dir);
+    };
+    return [$address, $requests, $stop];
+}
+
+test('ControlClient: requests, bodies and answers', function () use ($ID): void {
+    [$address, $requests, $stop] = fakeControl([
+        [200, '{"reached":3}'],
+        [200, '{"reached":1}'],
+        [200, '{"reached":0}'],
+        [200, '{"reached":1}'],
+        [200, '{"channel":"room/1","members":["' . $ID . '"]}'],
+        [200, '{"connections":[{"id":"' . $ID . '","path":"/chat.php","ip":"127.0.0.1","since":1,"channels":["room"]}]}'],
+        [200, '{"ok":true}'],
+    ]);
+    try {
+        $c = new ControlClient($address, 's3cret');
+        same(3, $c->publish('room:1', 'hé "quoted"'));
+        same(1, $c->publish('room:1', "\x00\xFF", true, $ID));
+        same(0, $c->send($ID, 'hi'));
+        same(1, $c->close($ID, 4000, 'bye'));
+        same([$ID], $c->members('room/1'));
+        same([['id' => $ID, 'path' => '/chat.php', 'ip' => '127.0.0.1', 'since' => 1, 'channels' => ['room']]], $c->connections());
+        same(true, $c->healthy());
+        $r = $requests();
+        same(7, count($r));
+        $hostPort = substr($address, strlen('tcp:'));
+        same("POST /publish HTTP/1.1\r\nHost: $hostPort\r\nUser-Agent: wsfpm-php\r\nAccept: application/json\r\nConnection: close\r\n"
+            . "Authorization: Bearer s3cret\r\nContent-Type: application/json\r\nContent-Length: 59\r\n\r\n"
+            . '{"channel":"room:1","data":"hé \"quoted\"","binary":false}', $r[0]);
+        same('{"channel":"room:1","data":"AP8=","binary":true,"exclude":"' . $ID . '"}', explode("\r\n\r\n", $r[1])[1]);
+        same('{"id":"' . $ID . '","data":"hi","binary":false}', explode("\r\n\r\n", $r[2])[1]);
+        same('{"id":"' . $ID . '","code":4000,"reason":"bye"}', explode("\r\n\r\n", $r[3])[1]);
+        check(str_starts_with($r[4], "GET /channels/room%2F1 HTTP/1.1\r\n"), $r[4]);
+        check(!str_contains($r[4], 'Content-Length'), 'no body on GET');
+        check(str_starts_with($r[5], "GET /connections HTTP/1.1\r\n"));
+        check(str_starts_with($r[6], "GET /healthz HTTP/1.1\r\n") && !str_contains($r[6], 'Authorization'), 'healthz without the token');
+    } finally {
+        $stop();
+    }
+});
+
+test('ControlClient: 401, 400, 413 and 500 become ControlExceptions that say what to do', function (): void {
+    [$address, , $stop] = fakeControl([
+        [401, '{"error":"unauthorized"}'],
+        [400, '{"error":"bad channel name","code":"WSFPM_ERR_CHANNEL"}'],
+        [413, ''],
+        [500, 'oops'],
+        [200, 'not json'],
+    ]);
+    try {
+        $c = new ControlClient($address, 'wrong');
+        $expect = static function (callable $fn, int $status, string $contains, ?string $code = null): void {
+            try {
+                $fn();
+            } catch (ControlException $e) {
+                same($status, $e->status, 'status');
+                same($code, $e->errorCode, 'errorCode');
+                check(str_contains($e->getMessage(), $contains), 'message: ' . $e->getMessage());
+                return;
+            }
+            throw new RuntimeException('expected a ControlException');
+        };
+        $expect(fn () => $c->publish('a', 'x'), 401, 'WSFPM_CONTROL_TOKEN');
+        $expect(fn () => $c->publish('a', 'x'), 400, 'bad channel name (WSFPM_ERR_CHANNEL)', 'WSFPM_ERR_CHANNEL');
+        $expect(fn () => $c->publish('a', 'x'), 413, 'max-message');
+        $expect(fn () => $c->publish('a', 'x'), 500, 'HTTP 500: oops');
+        $expect(fn () => $c->publish('a', 'x'), 200, 'not a JSON object');
+    } finally {
+        $stop();
+    }
+});
+
+test('ControlClient over a unix socket', function (): void {
+    [$address, $requests, $stop] = fakeControl([[200, '{"reached":2}']], true);
+    try {
+        same(2, (new ControlClient($address, 't'))->publish('x', 'y'));
+        check(str_contains($requests()[0], "\r\nHost: localhost\r\n"));
+    } finally {
+        $stop();
+    }
+});
+
+test('ControlClient: connection refused, timeout, missing token, bad arguments', function () use ($ID): void {
+    // A port that was just free: nothing listens there.
+    $probe = stream_socket_server('tcp://127.0.0.1:0');
+    $free = stream_socket_get_name($probe, false);
+    fclose($probe);
+    try {
+        (new ControlClient("tcp:$free", 't'))->publish('a', 'b');
+        throw new RuntimeException('expected a ControlException');
+    } catch (ControlException $e) {
+        same(0, $e->status);
+        check(str_contains($e->getMessage(), 'cannot reach the wsfpm control API'), $e->getMessage());
+    }
+    same(false, (new ControlClient("tcp:$free"))->healthy());
+
+    [$address, , $stop] = fakeControl([null]);
+    try {
+        $t = microtime(true);
+        (new ControlClient($address, 't', 0.3))->send($ID, 'x');
+        throw new RuntimeException('expected a ControlException');
+    } catch (ControlException $e) {
+        check(str_contains($e->getMessage(), 'did not answer'), $e->getMessage());
+        check(microtime(true) - $t < 2, 'gave up in time');
+    } finally {
+        $stop();
+    }
+
+    $saved = [$_SERVER['WSFPM_CONTROL_TOKEN'] ?? null, getenv('WSFPM_CONTROL_TOKEN')];
+    unset($_SERVER['WSFPM_CONTROL_TOKEN']);
+    putenv('WSFPM_CONTROL_TOKEN');
+    try {
+        (new ControlClient("tcp:$free"))->publish('a', 'b');
+        throw new RuntimeException('expected a ControlException');
+    } catch (ControlException $e) {
+        check(str_contains($e->getMessage(), 'no control token'), $e->getMessage());
+    }
+    $c = new ControlClient("tcp:$free", 't');
+    throws(fn () => $c->publish('bad name', 'x'), 'invalid channel name');
+    throws(fn () => $c->publish('a', 'x', false, 'nope'), 'invalid connection id');
+    throws(fn () => $c->publish('a', "\xFF"), 'UTF-8');
+    throws(fn () => $c->send('nope', 'x'), 'invalid connection id');
+    throws(fn () => $c->close($ID, 1006), 'close code');
+    throws(fn () => $c->close($ID, 1000, "\xFF"), 'UTF-8');
+    throws(fn () => $c->members('a b'), 'invalid channel name');
+    throws(fn () => new ControlClient('nonsense'), 'control API address');
+});
+
+test('Client: static calls on a default ControlClient from the environment', function () use ($ID): void {
+    [$address, $requests, $stop] = fakeControl([
+        [200, '{"reached":4}'],
+        [200, '{"reached":1}'],
+        [200, '{"reached":1}'],
+        [200, '{"channel":"r","members":[]}'],
+        [200, '{"connections":[]}'],
+    ]);
+    $_SERVER['WSFPM_CONTROL'] = $address;
+    $_SERVER['WSFPM_CONTROL_TOKEN'] = 'from-env';
+    try {
+        Client::setInstance(null);
+        same($address, Client::instance()->address());
+        same(4, Client::publish('r', 'x'));
+        same(1, Client::send($ID, 'y', true));
+        same(1, Client::close($ID));
+        same([], Client::members('r'));
+        same([], Client::connections());
+        check(str_contains($requests()[0], "Authorization: Bearer from-env\r\n"));
+        same('{"id":"' . $ID . '","data":"eQ==","binary":true}', explode("\r\n\r\n", $requests()[1])[1]);
+        same('{"id":"' . $ID . '","code":1000,"reason":""}', explode("\r\n\r\n", $requests()[2])[1]);
+        same('tcp:10.0.0.1:1', Client::to('tcp:10.0.0.1:1', 'x')->address());
+    } finally {
+        unset($_SERVER['WSFPM_CONTROL'], $_SERVER['WSFPM_CONTROL_TOKEN']);
+        Client::setInstance(null);
+        $stop();
+    }
+    putenv('WSFPM_CONTROL=unix:/tmp/from-getenv.sock');
+    try {
+        same('unix:/tmp/from-getenv.sock', (new ControlClient())->address());
+    } finally {
+        putenv('WSFPM_CONTROL');
+    }
+    same(ControlClient::DEFAULT_ADDRESS, (new ControlClient())->address());
 });
 
 echo "$passed passed, $failed failed\n";

@@ -20,6 +20,9 @@
 import { isUtf8 } from 'node:buffer';
 import type { WebSocket, RawData } from 'ws';
 import { FrameType, closePayload, parseClosePayload, FrameError, type Frame } from '../protocol/frames.ts';
+import { channelHead } from '../protocol/channel-frames.ts';
+import { type Hub, type Member } from '../hub/hub.ts';
+import { handleHubFrame } from './hub-frames.ts';
 import { type PhpEndpoint } from './php-endpoint.ts';
 import { wsfpmError, type WsfpmError } from '../errors.ts';
 import { type Log } from '../log.ts';
@@ -30,12 +33,21 @@ export interface BridgeOptions {
   closeGrace: number;
 }
 
+/** Who this connection is, for the hub. */
+export interface BridgeIdentity {
+  id: string;
+  path: string;
+  ip: string;
+}
+
 export interface BridgeStats {
   messagesIn: number;
   messagesOut: number;
   bytesIn: number;
   bytesOut: number;
 }
+
+const EMPTY = Buffer.alloc(0);
 
 /** Codes a server may put in a close frame (RFC 6455 7.4.1, 7.4.2). */
 export function sendableCloseCode(code: number): boolean {
@@ -50,7 +62,7 @@ function truncateReason(reason: string): string {
   return b.toString('utf8', 0, end);
 }
 
-export function bridge(ws: WebSocket, php: PhpEndpoint, options: BridgeOptions, log: Log, onClosed: (code: number, stats: BridgeStats) => void): void {
+export function bridge(ws: WebSocket, php: PhpEndpoint, who: BridgeIdentity, hub: Hub, options: BridgeOptions, log: Log, onClosed: (code: number, stats: BridgeStats) => void): void {
   const stats: BridgeStats = { messagesIn: 0, messagesOut: 0, bytesIn: 0, bytesOut: 0 };
   let unflushed = 0;
   let phpPaused = false;
@@ -59,6 +71,7 @@ export function bridge(ws: WebSocket, php: PhpEndpoint, options: BridgeOptions, 
   let wsClosed = false;
   let alive = true;
   let graceTimer: NodeJS.Timeout | null = null;
+  let ticker: NodeJS.Timeout | null = null;
   const started = Date.now();
 
   const closeClient = (code: number, reason = ''): void => {
@@ -75,6 +88,16 @@ export function bridge(ws: WebSocket, php: PhpEndpoint, options: BridgeOptions, 
     }
   };
 
+  /**
+   * The websocket is closed with the error's code before PHP's request is
+   * dropped: dropping it ends the request, which would otherwise read as a
+   * clean end (1000).
+   */
+  const brokeProtocol = (error: WsfpmError): void => {
+    fail(error);
+    php.destroy();
+  };
+
   const onSent = (len: number) => (err?: Error | null): void => {
     unflushed -= len;
     if (err) return;
@@ -88,8 +111,7 @@ export function bridge(ws: WebSocket, php: PhpEndpoint, options: BridgeOptions, 
     if (closeSent || wsClosed) return;
     const binary = frame.type === FrameType.Binary;
     if (!binary && !isUtf8(frame.payload)) {
-      php.destroy();
-      fail(wsfpmError('WSFPM_ERR_PHP_FRAME', 'text frame is not valid UTF-8'));
+      brokeProtocol(wsfpmError('WSFPM_ERR_PHP_FRAME', 'text frame is not valid UTF-8'));
       return;
     }
     unflushed += frame.payload.length;
@@ -100,6 +122,45 @@ export function bridge(ws: WebSocket, php: PhpEndpoint, options: BridgeOptions, 
       phpPaused = true;
       php.pause();
     }
+  };
+
+  /** A delivery that would grow a queue past highWater closes the connection instead (1013). */
+  const overloaded = (toward: string): false => {
+    brokeProtocol(wsfpmError('WSFPM_ERR_SLOW_CONSUMER', `more than ${options.highWater} bytes queued toward ${toward}`));
+    return false;
+  };
+
+  const member: Member = {
+    ...who,
+    since: started,
+    deliverChannel(channel, data, binary, forward) {
+      if (forward) return member.deliverDirect(data, binary);
+      if (closeSent || wsClosed || phpEnded) return false;
+      if (php.inputBacklog > options.highWater) return overloaded('PHP');
+      php.sendParts(FrameType.Channel, [channelHead(channel, binary), data]);
+      return true;
+    },
+    deliverDirect(data, binary) {
+      if (closeSent || wsClosed) return false;
+      if (ws.bufferedAmount > options.highWater) return overloaded('the client');
+      stats.messagesOut++;
+      stats.bytesOut += data.length;
+      ws.send(data, { binary });
+      return true;
+    },
+    close: (code, reason) => closeClient(code, reason),
+  };
+  hub.add(member);
+
+  const setTimer = (ms: number): void => {
+    if (ticker) clearInterval(ticker);
+    ticker = null;
+    if (ms === 0) return;
+    // A tick PHP has not read yet is enough: skip while its input is backed up.
+    ticker = setInterval(() => {
+      if (!phpEnded && !wsClosed && php.inputBacklog === 0) php.send(FrameType.Tick, EMPTY);
+    }, ms);
+    ticker.unref();
   };
 
   php.attach({
@@ -115,19 +176,25 @@ export function bridge(ws: WebSocket, php: PhpEndpoint, options: BridgeOptions, 
           try {
             close = parseClosePayload(frame.payload);
           } catch (err) {
-            return fail(wsfpmError('WSFPM_ERR_PHP_FRAME', (err as FrameError).message));
+            return brokeProtocol(wsfpmError('WSFPM_ERR_PHP_FRAME', (err as FrameError).message));
           }
           if (close.code === 1005) return closeClient(1000);
-          if (!sendableCloseCode(close.code)) return fail(wsfpmError('WSFPM_ERR_PHP_FRAME', `close code ${close.code} may not be sent`));
+          if (!sendableCloseCode(close.code)) return brokeProtocol(wsfpmError('WSFPM_ERR_PHP_FRAME', `close code ${close.code} may not be sent`));
           return closeClient(close.code, close.reason);
         }
         default:
-          php.destroy();
-          return fail(wsfpmError('WSFPM_ERR_PHP_FRAME', `unknown frame type 0x${frame.type.toString(16)}`));
+          try {
+            if (handleHubFrame(frame, { hub, id: who.id, setTimer })) return;
+          } catch (err) {
+            if (!(err instanceof FrameError)) throw err;
+            return brokeProtocol(wsfpmError('WSFPM_ERR_PHP_FRAME', err.message));
+          }
+          return brokeProtocol(wsfpmError('WSFPM_ERR_PHP_FRAME', `unknown frame type 0x${frame.type.toString(16)}`));
       }
     },
     onEnd(error) {
       phpEnded = true;
+      if (ticker) clearInterval(ticker);
       if (graceTimer) clearTimeout(graceTimer);
       if (error) return fail(error);
       if (php.sawFatal && !closeSent) return fail(wsfpmError('WSFPM_ERR_PHP_DIED', 'PHP reported a fatal error'));
@@ -166,7 +233,9 @@ export function bridge(ws: WebSocket, php: PhpEndpoint, options: BridgeOptions, 
 
   ws.on('close', (code: number, reasonBuf: Buffer) => {
     wsClosed = true;
+    hub.remove(who.id);
     if (pinger) clearInterval(pinger);
+    if (ticker) clearInterval(ticker);
     if (!phpEnded) {
       php.send(FrameType.Close, closePayload(code, truncateReason(reasonBuf.toString('utf8'))));
       php.endInput();

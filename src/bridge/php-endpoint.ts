@@ -8,7 +8,7 @@
 import { type FpmAddress } from '../fastcgi/address.ts';
 import { type CgiHead } from '../fastcgi/cgi-headers.ts';
 import { FcgiRequest } from '../fastcgi/request.ts';
-import { FrameDecoder, FrameError, encodeFrame, type Frame } from '../protocol/frames.ts';
+import { FrameDecoder, FrameError, encodeFrame, frameHeader, type Frame } from '../protocol/frames.ts';
 import { wsfpmError, type WsfpmError } from '../errors.ts';
 import { type Log } from '../log.ts';
 
@@ -120,6 +120,17 @@ export class PhpEndpoint {
   /** One frame to PHP. False: wait for onDrain before sending more. */
   send(type: number, payload: Buffer): boolean {
     return this.#req.writeStdin(encodeFrame(type, payload));
+  }
+
+  /** One frame whose payload is given in parts (a head and unchanged data), so nothing is copied. */
+  sendParts(type: number, parts: Buffer[]): boolean {
+    const length = parts.reduce((n, p) => n + p.length, 0);
+    return this.#req.writeStdin([frameHeader(type, length), ...parts]);
+  }
+
+  /** Bytes written toward PHP that php-fpm has not taken yet: PHP is not reading. */
+  get inputBacklog(): number {
+    return this.#req.stdinBacklog;
   }
 
   /** EOF on php://input: PHP's receive() returns null once it has read what came before. */

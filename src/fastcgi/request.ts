@@ -90,6 +90,11 @@ export class FcgiRequest {
     return ok && !this.#socket.writableNeedDrain;
   }
 
+  /** Bytes queued toward php-fpm and not yet written to the socket. */
+  get stdinBacklog(): number {
+    return this.#socket.writableLength;
+  }
+
   /** Sends EOF on STDIN: PHP's next read past the buffered bytes returns ''. */
   endStdin(): void {
     if (this.#done || this.#stdinEnded) return;

@@ -22,6 +22,8 @@ export interface ManagedOptions {
   /** php-fpm binary; '' finds it. */
   binary: string;
   log: Log;
+  /** Environment for the workers (the control API's address and token). */
+  env: Record<string, string>;
   /** Called before a crashed master's workers are killed: close their connections with 1012. */
   onLost: () => void;
 }
@@ -44,6 +46,8 @@ export class ManagedFpm {
 
   static async start(options: ManagedOptions): Promise<ManagedFpm> {
     const inherited = options.inheritFrom ? await inheritablePoolLines(options.inheritFrom) : [];
+    // Values are quoted: php-fpm's ini parser would mangle ':' and '/' otherwise.
+    for (const [k, v] of Object.entries(options.env)) inherited.push(`env[${k}] = "${v}"`);
     let self: ManagedFpm | null = null;
     const pool = await FpmPool.start({
       maxChildren: options.maxChildren,

@@ -14,6 +14,13 @@ export const FrameType = Object.freeze({
   Text: 0x01,
   Binary: 0x02,
   Close: 0x08,
+  Subscribe: 0x10,
+  Unsubscribe: 0x11,
+  Publish: 0x12,
+  Send: 0x13,
+  Channel: 0x14,
+  Timer: 0x20,
+  Tick: 0x21,
 } as const);
 
 export interface Frame {

@@ -16,6 +16,8 @@ import { type FpmAddress } from '../fastcgi/address.ts';
 import { type CgiHead } from '../fastcgi/cgi-headers.ts';
 import { readPoolStatus } from '../fpm/status.ts';
 import { ManagedFpm } from '../fpm/supervisor.ts';
+import { startControl } from '../control/server.ts';
+import { Hub } from '../hub/hub.ts';
 import { type Config } from '../config.ts';
 import { wsfpmError, WsfpmError } from '../errors.ts';
 import { type Log } from '../log.ts';
@@ -24,6 +26,7 @@ import { VERSION } from '../version.ts';
 import { diagnose, DOCTOR_SUFFIX } from './diagnose.ts';
 import { clientView } from './forwarded.ts';
 import { buildParams } from './params.ts';
+import { registerPages } from './pages.ts';
 import { Resolver } from './resolve.ts';
 
 /** What the hook learned about an accepted upgrade, for the handshake and the route. */
@@ -60,6 +63,9 @@ export interface Daemon {
   closeAll(code: number, reason: string): void;
   /** The php-fpm master wsfpm runs itself with `--fpm managed`, else null. */
   managed: ManagedFpm | null;
+  hub: Hub;
+  /** The control API's address and token, when it is enabled. */
+  control: { address: string; token: string } | null;
 }
 
 /** `logStream` receives pino's JSON lines (default: stdout). */
@@ -70,11 +76,19 @@ export async function createDaemon(config: Config, logStream?: { write(line: str
     logController: new LogController({ disableRequestLogging: true }),
     requestIdHeader: false,
   });
+  const hub = new Hub(config.maxChannels);
+  const controlToken = config.controlToken || randomBytes(24).toString('hex');
+  const control = config.control ? await startControl({ address: config.control, token: controlToken, maxMessage: config.maxMessage }, hub, app.log as unknown as Log) : null;
+  if (control) app.addHook('onClose', async () => control.close());
+  /** What PHP needs to reach the control API: CGI params of bound scripts, env of a managed pool. */
+  const controlEnv: Record<string, string> = control ? { WSFPM_CONTROL: control.address, WSFPM_CONTROL_TOKEN: controlToken } : {};
+
   let fpm: FpmAddress;
   let fpmStatus = config.fpmStatus;
   let managed: ManagedFpm | null = null;
   if (config.fpm.kind === 'managed') {
     managed = await ManagedFpm.start({
+      env: controlEnv,
       // Headroom: a connection's worker stays busy for a moment (up to closeGrace) after its client left.
       maxChildren: Math.ceil(config.maxConnections * 1.1) + 1,
       user: config.fpmUser,
@@ -174,6 +188,7 @@ export async function createDaemon(config: Config, logStream?: { write(line: str
       host: client.host,
       connectionId: id,
       maxMessage: config.maxMessage,
+      extra: controlEnv,
     }, script);
     const php = new PhpEndpoint(fpm, params, { maxMessage: config.maxMessage, maxHeaderBlock: config.maxHeaderBlock }, log);
     const binding: Binding = { id, ip: client.remoteAddress, php, protocol: false, extraHeaders: [], attached: false, log };
@@ -230,20 +245,22 @@ export async function createDaemon(config: Config, logStream?: { write(line: str
     binding.release = release;
   }
 
+  // Standalone mode: requests that are not upgrades get PHP pages and static files (pages.ts).
+  const pages = config.pages ? await registerPages(app, config, resolver, app.log as unknown as Log, fpm) : null;
   app.route({
     method: 'GET',
     url: '/*',
     preValidation: decide,
-    handler: (_request, reply) => {
+    handler: pages ?? ((_request, reply) => {
       const error = wsfpmError('WSFPM_ERR_NOT_UPGRADE');
       reply.code(error.status).header('upgrade', 'websocket').type('text/plain; charset=utf-8').send(`${error.message}\n`);
-    },
+    }),
     wsHandler: (socket: WebSocket, request: FastifyRequest) => {
       if ((request.raw as RawWithBinding)[kIdleProbe]) return holdIdle(socket);
       const binding = (request.raw as RawWithBinding)[kBinding]!;
       binding.attached = true;
       binding.log.info({ path: request.raw.url, ip: binding.ip, protocol: binding.protocol || undefined }, 'websocket open');
-      bridge(socket, binding.php, config, binding.log, () => binding.release?.());
+      bridge(socket, binding.php, { id: binding.id, path: (request.raw.url ?? '/').split('?')[0]!, ip: binding.ip }, hub, config, binding.log, () => binding.release?.());
     },
   });
 
@@ -252,6 +269,8 @@ export async function createDaemon(config: Config, logStream?: { write(line: str
     connections: () => live,
     closeAll,
     managed,
+    hub,
+    control: control ? { address: control.address, token: controlToken } : null,
   };
 }
 

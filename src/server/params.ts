@@ -35,6 +35,8 @@ export interface RequestFacts {
   host: string;
   connectionId: string;
   maxMessage: number;
+  /** More wsfpm parameters (the control API's address and token). */
+  extra?: Record<string, string>;
 }
 
 export function splitHost(host: string, https: boolean): { name: string; port: string } {
@@ -43,14 +45,14 @@ export function splitHost(host: string, https: boolean): { name: string; port: s
   return { name: m[1]!, port: m[2] ?? (https ? '443' : '80') };
 }
 
-/** The HTTP_* parameters; names with '_' or non-token characters are dropped. */
-export function headerParams(rawHeaders: readonly string[]): Map<string, string> {
+/** The HTTP_* parameters; names with '_' or non-token characters are dropped, and so are the names in `dropped` (lowercase). */
+export function headerParams(rawHeaders: readonly string[], dropped: ReadonlySet<string> = DROPPED): Map<string, string> {
   const out = new Map<string, string>();
   for (let i = 0; i + 1 < rawHeaders.length; i += 2) {
     const name = rawHeaders[i]!;
     if (!TOKEN.test(name)) continue;
     const lower = name.toLowerCase();
-    if (DROPPED.has(lower)) continue;
+    if (dropped.has(lower)) continue;
     const key = 'HTTP_' + name.toUpperCase().replace(/-/g, '_');
     const value = rawHeaders[i + 1]!;
     const prev = out.get(key);
@@ -60,6 +62,50 @@ export function headerParams(rawHeaders: readonly string[]): Map<string, string>
 }
 
 export function buildParams(req: RequestFacts, script: ResolvedScript): Array<[string, string]> {
+  return cgiParams(req, script, 'GET', STREAM_CONTENT_LENGTH, [
+    ['WSFPM_PROTOCOL', String(PROTOCOL_VERSION)],
+    ['WSFPM_CONNECTION_ID', req.connectionId],
+    ['WSFPM_MAX_MESSAGE', String(req.maxMessage)],
+  ], DROPPED);
+}
+
+/** What a page request (not a websocket) adds to the connection facts. */
+export interface PageFacts extends Omit<RequestFacts, 'connectionId' | 'maxMessage'> {
+  /** The body's real length in bytes; 0 without a body. */
+  contentLength: number;
+  /** The request's Content-Type, if it had one. */
+  contentType?: string;
+}
+
+/**
+ * Headers not forwarded as HTTP_* for a page: those with CGI names of their
+ * own (CONTENT_TYPE, CONTENT_LENGTH), the body framing the daemon has
+ * already undone, and `Proxy` (httpoxy). Accept-Encoding is forwarded: a
+ * page may compress its own output.
+ */
+const PAGE_DROPPED = new Set(['content-type', 'content-length', 'proxy', 'transfer-encoding']);
+
+/**
+ * CGI parameters for an ordinary page request, as Apache's mod_proxy_fcgi
+ * gives them: the real method, CONTENT_LENGTH (the body's real length, 0
+ * for none) and CONTENT_TYPE. No WSFPM_* parameters, so the helper
+ * library's accept() refuses to run on a page request.
+ */
+export function buildPageParams(req: PageFacts, script: ResolvedScript): Array<[string, string]> {
+  const extra: Array<[string, string]> = req.contentType !== undefined ? [['CONTENT_TYPE', req.contentType]] : [];
+  return cgiParams(req, script, req.method, String(req.contentLength), extra, PAGE_DROPPED);
+}
+
+type CommonFacts = Omit<RequestFacts, 'connectionId' | 'maxMessage'>;
+
+function cgiParams(
+  req: CommonFacts,
+  script: ResolvedScript,
+  method: string,
+  contentLength: string,
+  extra: Array<[string, string]>,
+  dropped: ReadonlySet<string>,
+): Array<[string, string]> {
   const q = req.url.indexOf('?');
   const query = q === -1 ? '' : req.url.slice(q + 1);
   const { name: serverName, port: serverPort } = splitHost(req.host, req.https);
@@ -67,7 +113,7 @@ export function buildParams(req: RequestFacts, script: ResolvedScript): Array<[s
     ['GATEWAY_INTERFACE', 'CGI/1.1'],
     ['SERVER_SOFTWARE', 'wsfpm'],
     ['SERVER_PROTOCOL', 'HTTP/1.1'],
-    ['REQUEST_METHOD', 'GET'],
+    ['REQUEST_METHOD', method],
     ['REQUEST_SCHEME', req.https ? 'https' : 'http'],
     ['REQUEST_URI', req.url],
     ['QUERY_STRING', query],
@@ -82,17 +128,16 @@ export function buildParams(req: RequestFacts, script: ResolvedScript): Array<[s
     ['SERVER_ADDR', req.localAddress],
     ['REMOTE_ADDR', req.remoteAddress],
     ['REMOTE_PORT', String(req.remotePort)],
-    ['CONTENT_LENGTH', STREAM_CONTENT_LENGTH],
+    ['CONTENT_LENGTH', contentLength],
     ['REQUEST_TIME_FLOAT', (Date.now() / 1000).toFixed(6)],
-    ['WSFPM_PROTOCOL', String(PROTOCOL_VERSION)],
-    ['WSFPM_CONNECTION_ID', req.connectionId],
-    ['WSFPM_MAX_MESSAGE', String(req.maxMessage)],
+    ...extra,
   ];
   if (script.pathInfo) {
     params.push(['PATH_INFO', script.pathInfo], ['PATH_TRANSLATED', script.documentRoot + script.pathInfo]);
   }
+  for (const [k, v] of Object.entries(req.extra ?? {})) params.push([k, v]);
   if (req.https) params.push(['HTTPS', 'on']);
-  for (const [k, v] of headerParams(req.rawHeaders)) {
+  for (const [k, v] of headerParams(req.rawHeaders, dropped)) {
     if (k === 'HTTP_HOST') continue;
     params.push([k, v]);
   }

@@ -28,7 +28,7 @@ export async function startPool(maxChildren = 8, ini: Record<string, string> = {
 
 /** A daemon on port 0 whose pino lines are captured in `logs`. */
 export async function startDaemon(pool: FpmPool, flags: Record<string, string> = {}): Promise<Omit<Harness, 'pool'> & { pool: FpmPool }> {
-  const config = buildConfig({ root: FIXTURES, port: '0', fpm: `unix:${pool.socket}`, logLevel: 'debug', ...flags }, {});
+  const config = buildConfig({ root: FIXTURES, port: '0', fpm: `unix:${pool.socket}`, control: 'tcp:127.0.0.1:0', logLevel: 'debug', ...flags }, {});
   const logs: Array<Record<string, unknown>> = [];
   const daemon = await createDaemon(config, {
     write(line: string) {

@@ -1,0 +1,133 @@
+/**
+ * The hub between connections: who is connected, who listens on which
+ * channel, and delivery to them. A bound PHP script sees only its own
+ * connection; the hub is how it (and any page request, through the control
+ * API) reaches the others.
+ *
+ * Delivery never blocks and never queues without bound: a member that cannot
+ * keep up is closed by its own `deliver*` (1013), and the publisher is told
+ * how many members the message reached.
+ */
+
+export interface Member {
+  readonly id: string;
+  readonly path: string;
+  readonly ip: string;
+  /** ms since the epoch. */
+  readonly since: number;
+  /** A channel message, to PHP or (forward) straight to the client. False if not delivered. */
+  deliverChannel(channel: string, data: Buffer, binary: boolean, forward: boolean): boolean;
+  /** A message straight to this connection's client. False if not delivered. */
+  deliverDirect(data: Buffer, binary: boolean): boolean;
+  close(code: number, reason: string): void;
+}
+
+/** Cross-node delivery (Redis); the hub alone is one node. */
+export interface Broker {
+  publish(channel: string, data: Buffer, binary: boolean, excludeId: string | null): void;
+  send(id: string, data: Buffer, binary: boolean): void;
+  close(id: string, code: number, reason: string): void;
+}
+
+export interface MemberInfo {
+  id: string;
+  path: string;
+  ip: string;
+  since: number;
+  channels: string[];
+}
+
+export class Hub {
+  readonly #members = new Map<string, { member: Member; channels: Map<string, boolean> }>();
+  readonly #channels = new Map<string, Set<string>>();
+  broker: Broker | null = null;
+
+  constructor(private readonly maxChannelsPerMember: number) {}
+
+  get size(): number {
+    return this.#members.size;
+  }
+
+  add(member: Member): void {
+    this.#members.set(member.id, { member, channels: new Map() });
+  }
+
+  remove(id: string): void {
+    const entry = this.#members.get(id);
+    if (!entry) return;
+    for (const channel of entry.channels.keys()) this.#leave(channel, id);
+    this.#members.delete(id);
+  }
+
+  /** False when the member already holds the maximum number of subscriptions. */
+  subscribe(id: string, channel: string, forward: boolean): boolean {
+    const entry = this.#members.get(id);
+    if (!entry) return false;
+    if (!entry.channels.has(channel) && entry.channels.size >= this.maxChannelsPerMember) return false;
+    entry.channels.set(channel, forward);
+    let set = this.#channels.get(channel);
+    if (!set) this.#channels.set(channel, (set = new Set()));
+    set.add(id);
+    return true;
+  }
+
+  unsubscribe(id: string, channel: string): void {
+    this.#members.get(id)?.channels.delete(channel);
+    this.#leave(channel, id);
+  }
+
+  /** Delivers to this node's subscribers and hands the message to the broker for the others. */
+  publish(channel: string, data: Buffer, binary: boolean, excludeId: string | null = null): number {
+    this.broker?.publish(channel, data, binary, excludeId);
+    return this.publishLocal(channel, data, binary, excludeId);
+  }
+
+  publishLocal(channel: string, data: Buffer, binary: boolean, excludeId: string | null): number {
+    const ids = this.#channels.get(channel);
+    if (!ids) return 0;
+    let reached = 0;
+    // A snapshot: a delivery may close a member, which edits the set.
+    for (const id of [...ids]) {
+      if (id === excludeId) continue;
+      const entry = this.#members.get(id);
+      if (entry && entry.member.deliverChannel(channel, data, binary, entry.channels.get(channel) ?? false)) reached++;
+    }
+    return reached;
+  }
+
+  send(id: string, data: Buffer, binary: boolean): number {
+    const entry = this.#members.get(id);
+    if (entry) return entry.member.deliverDirect(data, binary) ? 1 : 0;
+    this.broker?.send(id, data, binary);
+    return 0;
+  }
+
+  close(id: string, code: number, reason: string): number {
+    const entry = this.#members.get(id);
+    if (entry) {
+      entry.member.close(code, reason);
+      return 1;
+    }
+    this.broker?.close(id, code, reason);
+    return 0;
+  }
+
+  has(id: string): boolean {
+    return this.#members.has(id);
+  }
+
+  members(channel: string): string[] {
+    return [...(this.#channels.get(channel) ?? [])];
+  }
+
+  list(): MemberInfo[] {
+    return [...this.#members.values()].map(({ member, channels }) => ({ id: member.id, path: member.path, ip: member.ip, since: member.since, channels: [...channels.keys()] }));
+  }
+
+  #leave(channel: string, id: string): void {
+    const set = this.#channels.get(channel);
+    if (!set) return;
+    set.delete(id);
+    if (set.size === 0) this.#channels.delete(channel);
+  }
+}
