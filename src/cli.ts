@@ -36,6 +36,7 @@ const HELP: Record<string, string> = {
   control: 'control API listener for publish/send/presence: tcp:127.0.0.1:PORT or unix:/path ("" disables); never public',
   controlToken: 'bearer token of the control API (at least 16 characters; default: random per start)',
   maxChannels: 'channel subscriptions one connection may hold',
+  redis: 'Redis URL shared by several wsfpm nodes (channels, presence, sends by id); "" for one node',
   trustProxy: 'proxies whose X-Forwarded-* headers are believed: IPs or CIDRs ("" trusts none)',
   allowOrigins: 'origins allowed besides the same host, comma-separated (* for any)',
   maxConnections: 'open websocket connections at most; more get 503',

@@ -34,6 +34,7 @@ export interface Config {
   control: FpmAddress | null;
   controlToken: string;
   maxChannels: number;
+  redis: string;
   maxConnections: number;
   maxRejectBody: number;
   maxHeaderBlock: number;
@@ -51,7 +52,7 @@ function address(raw: string, listen = false): FpmAddress {
 }
 
 /** Settings where an empty value means "none" (WSFPM_INDEX= disables the front controller); elsewhere an empty variable counts as unset. */
-const EMPTY_MEANS_NONE = new Set<Key>(['index', 'routes', 'allowOrigins', 'trustProxy', 'fpmStatus', 'fpmUser', 'fpmInherit', 'control', 'controlToken']);
+const EMPTY_MEANS_NONE = new Set<Key>(['index', 'routes', 'allowOrigins', 'trustProxy', 'fpmStatus', 'fpmUser', 'fpmInherit', 'control', 'controlToken', 'redis']);
 const SIZE_KEYS = new Set<Key>(['maxMessage', 'highWater', 'maxRejectBody', 'maxHeaderBlock']);
 const TIME_KEYS = new Set<Key>(['handshakeTimeout', 'pingInterval', 'closeGrace']);
 
@@ -162,6 +163,10 @@ export function buildConfig(flags: Record<string, string>, env: NodeJS.ProcessEn
       return raw;
     }),
     maxChannels: num('maxChannels'),
+    redis: get('redis', (raw) => {
+      if (raw && !/^rediss?:\/\/[^\s]+$/.test(raw)) throw new Error('expected redis://HOST:PORT[/DB] or rediss://…');
+      return raw;
+    }),
     maxConnections: num('maxConnections'),
     maxRejectBody: num('maxRejectBody'),
     maxHeaderBlock: num('maxHeaderBlock'),

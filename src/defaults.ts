@@ -42,6 +42,8 @@ export const DEFAULTS = Object.freeze({
   control: 'tcp:127.0.0.1:8741',
   /** Bearer token the control API requires; empty: a random one per start (handed to a managed pool). */
   controlToken: '',
+  /** Redis for many nodes (`redis://host:6379/0`): channels, presence and sends-by-id shared across daemons; empty: this node alone. */
+  redis: '',
   /** Channel subscriptions one connection may hold. */
   maxChannels: 100,
   /** Proxies whose X-Forwarded-For/-Host/-Proto are believed: IPs or CIDR ranges, comma-separated; empty trusts none. */

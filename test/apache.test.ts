@@ -91,7 +91,11 @@ before(async () => {
   forms.htaccessPrefix.untunedPort = servers[1]!.ports[0]!;
   forms.htaccessSameUrl.port = servers[2]!.ports[0]!;
   forms.htaccessSameUrl.untunedPort = servers[3]!.ports[0]!;
-  [forms.vhostPrefix.port, forms.vhostPrefix.untunedPort, forms.vhostSameUrl.port, forms.vhostSameUrl.untunedPort] = servers[4]!.ports;
+  const vhostPorts = servers[4]!.ports;
+  forms.vhostPrefix.port = vhostPorts[0]!;
+  forms.vhostPrefix.untunedPort = vhostPorts[1]!;
+  forms.vhostSameUrl.port = vhostPorts[2]!;
+  forms.vhostSameUrl.untunedPort = vhostPorts[3]!;
 });
 
 after(async () => {

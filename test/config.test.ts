@@ -87,6 +87,7 @@ describe('defaults', () => {
       control: { kind: 'tcp', host: '127.0.0.1', port: 8741 },
       controlToken: '',
       maxChannels: 100,
+      redis: '',
       maxConnections: 1000,
       maxRejectBody: 64 * KiB,
       maxHeaderBlock: 32 * KiB,
@@ -250,7 +251,7 @@ describe('precedence: flag > environment > default', () => {
   });
 
   test('every setting can be given by flag and by environment', () => {
-    const flags = { host: '0.0.0.0', port: '9000', fpm: 'tcp:127.0.0.1:9001', root: '/var/www', index: 'app.php', routes: '/ws=ws.php', pages: 'yes', maxMessage: '2m', handshakeTimeout: '3s', pingInterval: '0', closeGrace: '1s', highWater: '32k', allowOrigins: '*', maxConnections: '10', maxRejectBody: '0', maxHeaderBlock: '4k', logLevel: 'silent', trustProxy: '10.0.0.0/8', fpmStatus: 'unix:/run/status.sock', fpmUser: 'www-data', fpmInherit: '/etc/php/www.conf', control: 'unix:/run/wsfpm.sock', controlToken: '0123456789abcdef', maxChannels: '7' };
+    const flags = { host: '0.0.0.0', port: '9000', fpm: 'tcp:127.0.0.1:9001', root: '/var/www', index: 'app.php', routes: '/ws=ws.php', pages: 'yes', maxMessage: '2m', handshakeTimeout: '3s', pingInterval: '0', closeGrace: '1s', highWater: '32k', allowOrigins: '*', maxConnections: '10', maxRejectBody: '0', maxHeaderBlock: '4k', logLevel: 'silent', trustProxy: '10.0.0.0/8', fpmStatus: 'unix:/run/status.sock', fpmUser: 'www-data', fpmInherit: '/etc/php/www.conf', control: 'unix:/run/wsfpm.sock', controlToken: '0123456789abcdef', maxChannels: '7', redis: 'redis://127.0.0.1:6379/2' };
     const env = Object.fromEntries(Object.entries(flags).map(([k, v]) => [envName(k), v]));
     const expected: Config = {
       host: '0.0.0.0',
@@ -273,6 +274,7 @@ describe('precedence: flag > environment > default', () => {
       control: { kind: 'unix', path: '/run/wsfpm.sock' },
       controlToken: '0123456789abcdef',
       maxChannels: 7,
+      redis: 'redis://127.0.0.1:6379/2',
       maxConnections: 10,
       maxRejectBody: 0,
       maxHeaderBlock: 4 * KiB,

@@ -69,6 +69,9 @@ before(async () => {
   await symlink(outside, path.join(root, 'link-dir'));
   await symlink('hello.txt', path.join(root, 'link-in.txt'));
   await mkdir(path.join(root, 'empty'));
+  await mkdir(path.join(root, '.well-known', 'acme-challenge'), { recursive: true });
+  await writeFile(path.join(root, '.well-known', 'acme-challenge', 'token123'), 'token123.key');
+  await writeFile(path.join(root, '.well-known', '.hidden'), 'wk-secret');
   await writeFile(path.join(root, 'data.bin'), data);
   await writeFile(path.join(root, 'with space.txt'), 'spaced out');
   // Websocket scripts, from the shared fixtures and the PHP library.
@@ -76,8 +79,8 @@ before(async () => {
   await writeFile(path.join(root, 'accept.php'), `<?php require ${JSON.stringify(AUTOLOAD)};\nWsfpm\\Connection::accept();\necho 'accepted';\n`);
 
   pool = await startPool(8, { post_max_size: '64M', upload_max_filesize: '32M' });
-  h = await startDaemon(pool, { pages: 'true', root, index: '', control: '' });
-  hf = await startDaemon(pool, { pages: 'true', root, index: 'front.php', control: '' });
+  h = await startDaemon(pool, { pages: 'true', root, index: '' });
+  hf = await startDaemon(pool, { pages: 'true', root, index: 'front.php' });
 });
 
 after(async () => {
@@ -380,7 +383,7 @@ describe('PHP pages', () => {
   });
 
   it('php-fpm unreachable: 502 and a log line', async () => {
-    const down = await startDaemon(pool, { pages: 'true', root, index: '', control: '', fpm: `unix:${path.join(tmp, 'no-such.sock')}` });
+    const down = await startDaemon(pool, { pages: 'true', root, index: '', fpm: `unix:${path.join(tmp, 'no-such.sock')}` });
     try {
       const r = await get(down, '/form.php');
       assert.equal(r.status, 502);
@@ -467,7 +470,7 @@ describe('static files', () => {
   });
 
   it('dotfiles are never served', async () => {
-    for (const target of ['/.env', '/.htaccess', '/.git/config', '/%2eenv', '/.git/', '/.git']) {
+    for (const target of ['/.env', '/.htaccess', '/.git/config', '/%2eenv', '/.git/', '/.git', '/.well-known/.hidden', '/.well-known/acme-challenge/../.hidden']) {
       const r = await get(h, target);
       assert.equal(r.status, 404, target);
       assert.doesNotMatch(r.body.toString(), /secret/, target);
@@ -475,6 +478,12 @@ describe('static files', () => {
       const f = await get(hf, target);
       assert.doesNotMatch(f.body.toString(), /secret/, `${target} with a front controller`);
     }
+  });
+
+  it('.well-known is the one dot directory served (RFC 8615, ACME challenges)', async () => {
+    const r = await get(h, '/.well-known/acme-challenge/token123');
+    assert.equal(r.status, 200);
+    assert.equal(r.body.toString(), 'token123.key');
   });
 
   it('symlinks that leave the root are refused; those inside it are followed', async () => {
@@ -609,7 +618,7 @@ describe('the same port', () => {
   });
 
   it('without --pages, a plain GET is still 426', async () => {
-    const off = await startDaemon(pool, { root, control: '' });
+    const off = await startDaemon(pool, { root });
     try {
       const r = await get(off, '/hello.txt');
       assert.equal(r.status, 426);

@@ -91,6 +91,7 @@ $h = static fn (string $s): string => htmlspecialchars($s, ENT_QUOTES);
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>wsfpm chat</title>
+<link rel="icon" href="data:,">
 <style>
   body { font: 16px/1.4 system-ui, sans-serif; max-width: 52rem; margin: 2rem auto; padding: 0 1rem; color: #222; }
   header { display: flex; align-items: baseline; gap: 1rem; }

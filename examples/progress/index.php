@@ -32,13 +32,15 @@ if (isset($_SERVER['WSFPM_PROTOCOL'])) {
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>wsfpm progress</title>
+<link rel="icon" href="data:,">
 <style>
   body { font: 16px/1.4 system-ui, sans-serif; max-width: 40rem; margin: 2rem auto; padding: 0 1rem; color: #222; }
   .bar { display: flex; align-items: center; gap: .75rem; margin: 1.25rem 0; }
   progress { flex: 1; height: 1.4rem; }
   #percent { min-width: 3.5rem; text-align: right; font-variant-numeric: tabular-nums; font-weight: 600; }
   #status, #tab { color: #666; }
-  #steps { color: #555; font-size: .9rem; padding-left: 1.2rem; max-height: 12rem; overflow-y: auto; }
+  #steps { color: #555; font-size: .9rem; margin: 0; padding: .4rem .4rem .4rem 2.6rem; height: 8.5rem; overflow-y: auto; border: 1px solid #ddd; border-radius: 6px; }
+  #steps:empty { display: none; }
   button { font: inherit; padding: .3rem .9rem; }
 </style>
 </head>
@@ -74,6 +76,7 @@ The job pushes its progress to this tab, and only this tab, with <code>Wsfpm\Cli
         const li = document.createElement('li');
         li.textContent = e.note;
         steps.append(li);
+        steps.scrollTop = steps.scrollHeight;
       } else if (e.type === 'done') {
         bar.value = 100;
         percent.textContent = '100%';

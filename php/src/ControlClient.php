@@ -90,7 +90,9 @@ final class ControlClient
     }
 
     /**
-     * Close connection $id with a close code and reason (cut to 123 bytes).
+     * Close connection $id with a close code and reason (cut to 123 bytes on a
+     * character boundary): 1000 normal, 1001 going away, 1008 policy violation,
+     * 1011 server error, 1012 restarting, 1013 try again later, or your own 3000-4999.
      *
      * @return int 1 if it was open, 0 if it was gone
      * @throws Exception for an invalid id, code or reason; ControlException when the daemon refuses or cannot be reached
@@ -98,8 +100,9 @@ final class ControlClient
     public function close(string $id, int $code = 1000, string $reason = ''): int
     {
         Frame::assertConnectionId($id);
-        if (!Frame::isSendableCloseCode($code)) {
-            throw new Exception("close code $code may not be sent; use 1000-1003, 1007-1014 or 3000-4999");
+        // What the daemon's POST /close accepts: the codes that mean something when a server closes on its own.
+        if (!in_array($code, [1000, 1001, 1008, 1011, 1012, 1013], true) && !($code >= 3000 && $code <= 4999)) {
+            throw new Exception("close code $code cannot be sent through the control API; use 1000, 1001, 1008, 1011, 1012, 1013 or 3000-4999");
         }
         if (preg_match('//u', $reason) !== 1) {
             throw new Exception('a close reason must be valid UTF-8');

@@ -1087,6 +1087,8 @@ test('ControlClient: connection refused, timeout, missing token, bad arguments',
     throws(fn () => $c->publish('a', "\xFF"), 'UTF-8');
     throws(fn () => $c->send('nope', 'x'), 'invalid connection id');
     throws(fn () => $c->close($ID, 1006), 'close code');
+    throws(fn () => $c->close($ID, 1002), 'control API');
+    throws(fn () => $c->close($ID, 2999), 'close code');
     throws(fn () => $c->close($ID, 1000, "\xFF"), 'UTF-8');
     throws(fn () => $c->members('a b'), 'invalid channel name');
     throws(fn () => new ControlClient('nonsense'), 'control API address');

@@ -61,7 +61,7 @@ export async function startControl(options: ControlOptions, hub: Hub, log: Log):
     if (body.exclude !== undefined && (typeof body.exclude !== 'string' || !isConnectionId(body.exclude))) return badRequest(reply, 'exclude must be a connection id');
     const p = payload(request.body as object);
     if (typeof p === 'string') return badRequest(reply, p);
-    return { reached: hub.publish(body.channel, p.data, p.binary, (body.exclude as string | undefined) ?? null) };
+    return { reached: await hub.publishCounted(body.channel, p.data, p.binary, (body.exclude as string | undefined) ?? null) };
   });
 
   app.post('/send', async (request, reply) => {
@@ -69,7 +69,7 @@ export async function startControl(options: ControlOptions, hub: Hub, log: Log):
     if (typeof body.id !== 'string' || !isConnectionId(body.id)) return badRequest(reply, 'id must be a connection id (32 hex characters)');
     const p = payload(request.body as object);
     if (typeof p === 'string') return badRequest(reply, p);
-    return { reached: hub.send(body.id, p.data, p.binary) };
+    return { reached: await hub.sendCounted(body.id, p.data, p.binary) };
   });
 
   app.post('/close', async (request, reply) => {
@@ -81,13 +81,13 @@ export async function startControl(options: ControlOptions, hub: Hub, log: Log):
     }
     const reason = typeof body.reason === 'string' ? body.reason : '';
     if (Buffer.byteLength(reason) > 123) return badRequest(reply, 'reason must be at most 123 bytes');
-    return { reached: hub.close(body.id, code, reason) };
+    return { reached: await hub.closeCounted(body.id, code, reason) };
   });
 
   app.get('/channels/:name', async (request, reply) => {
     const { name } = request.params as { name: string };
     if (!isChannelName(name)) return badRequest(reply, 'invalid channel name');
-    return { channel: name, members: hub.members(name) };
+    return { channel: name, members: await hub.membersEverywhere(name) };
   });
 
   app.get('/connections', async () => ({ connections: hub.list() }));

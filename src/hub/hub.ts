@@ -22,11 +22,19 @@ export interface Member {
   close(code: number, reason: string): void;
 }
 
-/** Cross-node delivery (Redis); the hub alone is one node. */
+/** Cross-node delivery and registry (Redis); the hub alone is one node. */
 export interface Broker {
   publish(channel: string, data: Buffer, binary: boolean, excludeId: string | null): void;
   send(id: string, data: Buffer, binary: boolean): void;
   close(id: string, code: number, reason: string): void;
+  added(id: string): void;
+  removed(id: string, channels: string[]): void;
+  joined(channel: string, id: string): void;
+  left(channel: string, id: string): void;
+  /** Members on every node; null when the broker cannot be asked. */
+  members(channel: string): Promise<string[] | null>;
+  /** The node holding a connection, or null. */
+  nodeOf(id: string): Promise<string | null>;
 }
 
 export interface MemberInfo {
@@ -50,6 +58,7 @@ export class Hub {
 
   add(member: Member): void {
     this.#members.set(member.id, { member, channels: new Map() });
+    this.broker?.added(member.id);
   }
 
   remove(id: string): void {
@@ -57,6 +66,7 @@ export class Hub {
     if (!entry) return;
     for (const channel of entry.channels.keys()) this.#leave(channel, id);
     this.#members.delete(id);
+    this.broker?.removed(id, [...entry.channels.keys()]);
   }
 
   /** False when the member already holds the maximum number of subscriptions. */
@@ -68,12 +78,14 @@ export class Hub {
     let set = this.#channels.get(channel);
     if (!set) this.#channels.set(channel, (set = new Set()));
     set.add(id);
+    this.broker?.joined(channel, id);
     return true;
   }
 
   unsubscribe(id: string, channel: string): void {
-    this.#members.get(id)?.channels.delete(channel);
+    if (!this.#members.get(id)?.channels.delete(channel)) return;
     this.#leave(channel, id);
+    this.broker?.left(channel, id);
   }
 
   /** Delivers to this node's subscribers and hands the message to the broker for the others. */
@@ -95,21 +107,50 @@ export class Hub {
     return reached;
   }
 
-  send(id: string, data: Buffer, binary: boolean): number {
-    const entry = this.#members.get(id);
-    if (entry) return entry.member.deliverDirect(data, binary) ? 1 : 0;
-    this.broker?.send(id, data, binary);
-    return 0;
+  /** To a connection here, or (fire and forget) through the broker to the node holding it. */
+  send(id: string, data: Buffer, binary: boolean): void {
+    if (this.sendLocal(id, data, binary) === 0) this.broker?.send(id, data, binary);
   }
 
-  close(id: string, code: number, reason: string): number {
+  sendLocal(id: string, data: Buffer, binary: boolean): number {
     const entry = this.#members.get(id);
-    if (entry) {
-      entry.member.close(code, reason);
-      return 1;
-    }
-    this.broker?.close(id, code, reason);
-    return 0;
+    return entry && entry.member.deliverDirect(data, binary) ? 1 : 0;
+  }
+
+  closeLocal(id: string, code: number, reason: string): number {
+    const entry = this.#members.get(id);
+    if (!entry) return 0;
+    entry.member.close(code, reason);
+    return 1;
+  }
+
+  /** For the control API: publish and count the members reached on every node. */
+  async publishCounted(channel: string, data: Buffer, binary: boolean, excludeId: string | null): Promise<number> {
+    const local = this.publish(channel, data, binary, excludeId);
+    if (!this.broker) return local;
+    const all = await this.broker.members(channel);
+    const remote = (all ?? []).filter((id) => !this.#members.has(id) && id !== excludeId).length;
+    return local + remote;
+  }
+
+  /** For the control API: a send to a connection on any node; 1 if it exists. */
+  async sendCounted(id: string, data: Buffer, binary: boolean): Promise<number> {
+    if (this.#members.has(id)) return this.sendLocal(id, data, binary);
+    if (!this.broker || !(await this.broker.nodeOf(id))) return 0;
+    this.broker.send(id, data, binary);
+    return 1;
+  }
+
+  async closeCounted(id: string, code: number, reason: string): Promise<number> {
+    if (this.#members.has(id)) return this.closeLocal(id, code, reason);
+    if (!this.broker || !(await this.broker.nodeOf(id))) return 0;
+    this.broker.close(id, code, reason);
+    return 1;
+  }
+
+  /** Presence across nodes (this node's only, when the broker cannot be asked). */
+  async membersEverywhere(channel: string): Promise<string[]> {
+    return (await this.broker?.members(channel)) ?? this.members(channel);
   }
 
   has(id: string): boolean {

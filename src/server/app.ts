@@ -18,6 +18,7 @@ import { readPoolStatus } from '../fpm/status.ts';
 import { ManagedFpm } from '../fpm/supervisor.ts';
 import { startControl } from '../control/server.ts';
 import { Hub } from '../hub/hub.ts';
+import { RedisBroker } from '../hub/redis-broker.ts';
 import { type Config } from '../config.ts';
 import { wsfpmError, WsfpmError } from '../errors.ts';
 import { type Log } from '../log.ts';
@@ -64,6 +65,8 @@ export interface Daemon {
   /** The php-fpm master wsfpm runs itself with `--fpm managed`, else null. */
   managed: ManagedFpm | null;
   hub: Hub;
+  /** Redis, when several nodes share channels (--redis). */
+  broker: RedisBroker | null;
   /** The control API's address and token, when it is enabled. */
   control: { address: string; token: string } | null;
 }
@@ -77,6 +80,8 @@ export async function createDaemon(config: Config, logStream?: { write(line: str
     requestIdHeader: false,
   });
   const hub = new Hub(config.maxChannels);
+  const broker = config.redis ? await RedisBroker.start(config.redis, hub, app.log as unknown as Log) : null;
+  if (broker) app.addHook('onClose', async () => broker.stop());
   const controlToken = config.controlToken || randomBytes(24).toString('hex');
   const control = config.control ? await startControl({ address: config.control, token: controlToken, maxMessage: config.maxMessage }, hub, app.log as unknown as Log) : null;
   if (control) app.addHook('onClose', async () => control.close());
@@ -270,6 +275,7 @@ export async function createDaemon(config: Config, logStream?: { write(line: str
     closeAll,
     managed,
     hub,
+    broker,
     control: control ? { address: control.address, token: controlToken } : null,
   };
 }

@@ -9,10 +9,10 @@
  *      static.ts);
  *   2. a directory named without its trailing slash that has an index →
  *      301 to add the slash (GET/HEAD), so relative links work;
- *   3. the resolver (resolve.ts): an explicit route, a `.php` script with
- *      PATH_INFO, a directory's index.php;
- *   4. a directory's index.html → static;
- *   5. the front controller (config.index) → PHP; else 404.
+ *   3. a directory with an index.html and no index.php → that file;
+ *   4. the resolver (resolve.ts): an explicit route, a `.php` script with
+ *      PATH_INFO, a directory's index.php, then the front controller
+ *      (config.index) → PHP; else 404.
  *
  * PHP runs as a FastCGI responder: one FcgiRequest per page, the request
  * body streamed into STDIN with backpressure, PHP's output streamed back out
@@ -25,6 +25,7 @@
  *   404 no file and no script, a path that tries to leave the root;
  *   405 a method other than GET/HEAD on a static file;
  *   413 a chunked body (no Content-Length) over pageLimits.chunkedBodyLimit;
+ *   415 a malformed Content-Type (fastify refuses it before the handler);
  *   431 request headers over Node's maxHeaderSize (16 KiB);
  *   502 php-fpm unreachable, or PHP broke the protocol or died before its
  *       header block;
@@ -175,7 +176,8 @@ export async function registerPages(app: FastifyInstance, config: Config, resolv
     const root = await statics.realRoot();
     rlog.debug({ ...facts, file }, 'static file');
     reply.header('x-content-type-options', 'nosniff');
-    return reply.sendFile(file, root!);
+    // Every name on the path was vetted by static.ts: @fastify/send's own dotfile refusal only has to let `.well-known` through.
+    return reply.sendFile(file, root!, file.startsWith('/.well-known/') ? { dotfiles: 'allow' } : {});
   }
 
   async function runPhp(request: FastifyRequest, reply: FastifyReply, script: ResolvedScript, client: ClientView, rlog: Log, facts: Facts): Promise<unknown> {

@@ -6,7 +6,7 @@
  * - only regular files whose real path (symlinks followed) stays below the
  *   root's real path;
  * - never a file or directory whose name starts with '.' (.env, .htaccess,
- *   .git/), in the URL or in the real path;
+ *   .git/), in the URL or in the real path, except `.well-known`;
  * - never PHP source: `.php`, `.php3`…`.php8`, `.phtml`, `.phar`, `.phps`,
  *   `.inc`, also with a suffix after them (`x.php.bak`, `x.php~`), in either
  *   name.
@@ -28,9 +28,9 @@ export type StaticMatch =
 
 const PHP_SOURCE = /\.(?:php\d?|phtml|phar|phps|inc)(?:[.~]|$)/i;
 
-/** Whether a name must never be sent as a static file. */
+/** Whether a name must never be sent as a static file. `.well-known` (RFC 8615: public by definition, ACME challenges) is the one dot name allowed. */
 export function isForbiddenName(name: string): boolean {
-  return name.startsWith('.') || PHP_SOURCE.test(name);
+  return (name.startsWith('.') && name !== '.well-known') || PHP_SOURCE.test(name);
 }
 
 function hasForbiddenSegment(p: string): boolean {
@@ -82,7 +82,7 @@ export class StaticFiles {
     }
     if (real !== root && !real.startsWith(root.endsWith('/') ? root : root + '/')) return null;
     const relative = '/' + path.relative(root, real).split(path.sep).join('/');
-    if (php ? relative.split('/').some((segment) => segment.startsWith('.')) : hasForbiddenSegment(relative)) return null;
+    if (php ? relative.split('/').some((segment) => segment.startsWith('.') && segment !== '.well-known') : hasForbiddenSegment(relative)) return null;
     return { real, relative: relative === '/' ? '/' : relative, isFile };
   }
 }

@@ -1,0 +1,212 @@
+/**
+ * Many wsfpm nodes behind a load balancer share channels, presence and
+ * sends-by-id through Redis.
+ *
+ * - Messages: one pub/sub channel (`wsfpm:bus`); every node hears every
+ *   publish, send and close and delivers to its own members. A node
+ *   ignores what it sent itself (it delivered locally already).
+ * - Registry: which node holds a connection (`wsfpm:conns`, id → node)
+ *   and who is on a channel (`wsfpm:members:<channel>`, "node|id"), so a
+ *   control API call on any node can count and list across nodes. Each
+ *   node refreshes `wsfpm:node:<node>` (TTL 30 s); entries of a node that
+ *   stopped refreshing are not counted.
+ *
+ * Redis down: commands fail fast (no offline queue: late chat messages are
+ * worse than none), local delivery continues, the failure is logged once
+ * per outage; on reconnect the node writes its registry entries again.
+ */
+import { randomBytes } from 'node:crypto';
+import { Redis } from 'ioredis';
+import { type Broker, type Hub } from './hub.ts';
+import { type Log } from '../log.ts';
+
+const BUS = 'wsfpm:bus';
+const CONNS = 'wsfpm:conns';
+const members = (channel: string): string => `wsfpm:members:${channel}`;
+const alive = (node: string): string => `wsfpm:node:${node}`;
+const HEARTBEAT_MS = 10_000;
+const NODE_TTL_S = 30;
+
+type Head =
+  | { k: 'pub'; n: string; c: string; b: boolean; x: string | null }
+  | { k: 'send'; n: string; id: string; b: boolean }
+  | { k: 'close'; n: string; id: string; code: number; reason: string };
+
+function encode(head: Head, data: Buffer = Buffer.alloc(0)): Buffer {
+  const h = Buffer.from(JSON.stringify(head));
+  const len = Buffer.allocUnsafe(2);
+  len.writeUInt16BE(h.length, 0);
+  return Buffer.concat([len, h, data]);
+}
+
+function decode(buf: Buffer): { head: Head; data: Buffer } | null {
+  if (buf.length < 2) return null;
+  const n = buf.readUInt16BE(0);
+  try {
+    return { head: JSON.parse(buf.toString('utf8', 2, 2 + n)) as Head, data: buf.subarray(2 + n) };
+  } catch {
+    return null;
+  }
+}
+
+export interface BrokerState {
+  connected: boolean;
+  /** Cross-node operations that failed because Redis was unreachable. */
+  failures: number;
+}
+
+export class RedisBroker implements Broker {
+  readonly node = randomBytes(8).toString('hex');
+  readonly state: BrokerState = { connected: false, failures: 0 };
+  readonly #pub: Redis;
+  readonly #sub: Redis;
+  readonly #hub: Hub;
+  readonly #log: Log;
+  #heartbeat: NodeJS.Timeout | null = null;
+  #outage = false;
+
+  private constructor(url: string, hub: Hub, log: Log) {
+    this.#hub = hub;
+    this.#log = log.child({ broker: 'redis', node: this.node });
+    const options = { enableOfflineQueue: false, maxRetriesPerRequest: 1, lazyConnect: true, retryStrategy: (n: number) => Math.min(n * 200, 2000) };
+    this.#pub = new Redis(url, options);
+    this.#sub = new Redis(url, { ...options, enableOfflineQueue: true });
+    for (const client of [this.#pub, this.#sub]) client.on('error', () => this.#down());
+    this.#pub.on('ready', () => void this.#up());
+    this.#sub.on('ready', () => void this.#sub.subscribe(BUS).catch(() => this.#down()));
+    this.#sub.on('messageBuffer', (_channel: Buffer, message: Buffer) => this.#onMessage(message));
+  }
+
+  /** Connects (waiting at most a few seconds) and joins the bus; a Redis that is down now is retried in the background. */
+  static async start(url: string, hub: Hub, log: Log): Promise<RedisBroker> {
+    const broker = new RedisBroker(url, hub, log);
+    hub.broker = broker;
+    await Promise.all([broker.#pub.connect(), broker.#sub.connect()]).catch((err: Error) => {
+      broker.#log.error({ code: 'WSFPM_ERR_BROKER_DOWN', detail: err.message }, 'Redis unreachable at start; delivering locally and retrying');
+    });
+    broker.#heartbeat = setInterval(() => void broker.#beat(), HEARTBEAT_MS);
+    broker.#heartbeat.unref();
+    return broker;
+  }
+
+  async stop(): Promise<void> {
+    if (this.#heartbeat) clearInterval(this.#heartbeat);
+    try {
+      if (this.state.connected) {
+        const ids = this.#hub.list();
+        const m = this.#pub.multi().del(alive(this.node));
+        for (const info of ids) {
+          m.hdel(CONNS, info.id);
+          for (const c of info.channels) m.srem(members(c), `${this.node}|${info.id}`);
+        }
+        await m.exec();
+      }
+    } catch {
+      // Going away anyway; the TTL cleans up.
+    }
+    this.#pub.disconnect();
+    this.#sub.disconnect();
+  }
+
+  publish(channel: string, data: Buffer, binary: boolean, excludeId: string | null): void {
+    this.#fire(this.#pub.publish(BUS, encode({ k: 'pub', n: this.node, c: channel, b: binary, x: excludeId }, data)));
+  }
+
+  send(id: string, data: Buffer, binary: boolean): void {
+    this.#fire(this.#pub.publish(BUS, encode({ k: 'send', n: this.node, id, b: binary }, data)));
+  }
+
+  close(id: string, code: number, reason: string): void {
+    this.#fire(this.#pub.publish(BUS, encode({ k: 'close', n: this.node, id, code, reason })));
+  }
+
+  added(id: string): void {
+    this.#fire(this.#pub.hset(CONNS, id, this.node));
+  }
+
+  removed(id: string, channels: string[]): void {
+    const m = this.#pub.multi().hdel(CONNS, id);
+    for (const c of channels) m.srem(members(c), `${this.node}|${id}`);
+    this.#fire(m.exec());
+  }
+
+  joined(channel: string, id: string): void {
+    this.#fire(this.#pub.sadd(members(channel), `${this.node}|${id}`));
+  }
+
+  left(channel: string, id: string): void {
+    this.#fire(this.#pub.srem(members(channel), `${this.node}|${id}`));
+  }
+
+  /** Members of a channel on every live node; null when Redis cannot be asked. */
+  async members(channel: string): Promise<string[] | null> {
+    try {
+      const entries = await this.#pub.smembers(members(channel));
+      const live = await this.#liveNodes(entries.map((e) => e.split('|')[0]!));
+      return entries.filter((e) => live.has(e.split('|')[0]!)).map((e) => e.split('|')[1]!);
+    } catch {
+      return null;
+    }
+  }
+
+  /** The live node holding a connection, or null. */
+  async nodeOf(id: string): Promise<string | null> {
+    try {
+      const node = await this.#pub.hget(CONNS, id);
+      if (!node) return null;
+      return (await this.#liveNodes([node])).has(node) ? node : null;
+    } catch {
+      return null;
+    }
+  }
+
+  async #liveNodes(nodes: string[]): Promise<Set<string>> {
+    const unique = [...new Set(nodes)];
+    if (unique.length === 0) return new Set();
+    const flags = await this.#pub.mget(...unique.map(alive));
+    return new Set(unique.filter((_, i) => flags[i] !== null));
+  }
+
+  #onMessage(message: Buffer): void {
+    const msg = decode(message);
+    if (!msg || msg.head.n === this.node) return;
+    const h = msg.head;
+    if (h.k === 'pub') this.#hub.publishLocal(h.c, msg.data, h.b, h.x);
+    else if (h.k === 'send') this.#hub.sendLocal(h.id, msg.data, h.b);
+    else if (h.k === 'close') this.#hub.closeLocal(h.id, h.code, h.reason);
+  }
+
+  async #beat(): Promise<void> {
+    await this.#pub.set(alive(this.node), '1', 'EX', NODE_TTL_S).catch(() => this.#down());
+  }
+
+  /** (Re)writes this node's registry: after a Redis outage its entries may be gone. */
+  async #up(): Promise<void> {
+    try {
+      const m = this.#pub.multi().set(alive(this.node), '1', 'EX', NODE_TTL_S);
+      for (const info of this.#hub.list()) {
+        m.hset(CONNS, info.id, this.node);
+        for (const c of info.channels) m.sadd(members(c), `${this.node}|${info.id}`);
+      }
+      await m.exec();
+      this.state.connected = true;
+      if (this.#outage) this.#log.info({ code: 'WSFPM_BROKER_UP' }, 'Redis reachable again; cross-node delivery resumed');
+      this.#outage = false;
+    } catch {
+      this.#down();
+    }
+  }
+
+  #down(): void {
+    this.state.connected = false;
+    if (!this.#outage) this.#log.error({ code: 'WSFPM_ERR_BROKER_DOWN' }, 'Redis unreachable; delivering locally only until it is back');
+    this.#outage = true;
+  }
+
+  #fire(p: Promise<unknown>): void {
+    p.catch(() => {
+      this.state.failures++;
+      this.#down();
+    });
+  }
+}

@@ -1,0 +1,111 @@
+/**
+ * Two wsfpm daemons sharing channels, presence and sends-by-id through a
+ * real redis-server; Redis killed and restarted.
+ */
+import assert from 'node:assert/strict';
+import { after, before, it } from 'node:test';
+import { open, sleep, startDaemon, startPool, type Client, type Harness } from './helpers/harness.ts';
+import { RedisServer } from './helpers/redis.ts';
+import type { FpmPool } from '../src/fpm/pool.ts';
+
+let redis: RedisServer;
+let pool: FpmPool;
+let one: Omit<Harness, 'pool'>;
+let two: Omit<Harness, 'pool'>;
+
+before(async () => {
+  redis = await RedisServer.start();
+  pool = await startPool(8);
+  one = await startDaemon(pool, { redis: redis.url });
+  two = await startDaemon(pool, { redis: redis.url });
+});
+after(async () => {
+  await one?.close();
+  await two?.close();
+  await pool?.stop();
+  await redis?.stop();
+});
+
+async function api(h: Omit<Harness, 'pool'>, method: string, path: string, body?: unknown): Promise<Record<string, unknown>> {
+  const c = h.daemon.control!;
+  const res = await fetch(`http://${c.address.replace(/^tcp:/, '')}${path}`, {
+    method,
+    headers: { authorization: `Bearer ${c.token}`, ...(body ? { 'content-type': 'application/json' } : {}) },
+    body: body ? JSON.stringify(body) : undefined,
+  });
+  assert.equal(res.status, 200);
+  return (await res.json()) as Record<string, unknown>;
+}
+
+async function member(h: Omit<Harness, 'pool'>, channel: string): Promise<{ c: Client; id: string }> {
+  const c = await open(h.url('/hub-raw.php'));
+  c.ws.send('id');
+  const id = await c.text();
+  assert.equal(await c.text(), 'ok id');
+  c.ws.send(`fsub|${channel}`);
+  assert.equal(await c.text(), 'ok fsub');
+  return { c, id };
+}
+
+/** Waits until the registry write of a subscription has reached Redis. */
+async function untilMembers(h: Omit<Harness, 'pool'>, channel: string, n: number): Promise<string[]> {
+  for (let i = 0; i < 100; i++) {
+    const m = (await api(h, 'GET', `/channels/${channel}`)).members as string[];
+    if (m.length === n) return m;
+    await sleep(50);
+  }
+  throw new Error(`channel ${channel} never had ${n} members`);
+}
+
+it('a publish on one node reaches subscribers on both; presence and sends cross nodes', async () => {
+  const a = await member(one, 'room');
+  const b = await member(two, 'room');
+  assert.deepEqual(new Set(await untilMembers(one, 'room', 2)), new Set([a.id, b.id]));
+
+  a.c.ws.send('pub|room|from node one');
+  assert.equal(await b.c.text(), 'from node one');
+  const mine: string[] = [];
+  for (let m = await a.c.text(); m !== 'ok pub'; m = await a.c.text()) mine.push(m);
+  assert.deepEqual(mine, ['from node one']);
+
+  assert.deepEqual(await api(two, 'POST', '/publish', { channel: 'room', data: 'via control on two' }), { reached: 2 });
+  assert.equal(await a.c.text(), 'via control on two');
+  assert.equal(await b.c.text(), 'via control on two');
+
+  assert.deepEqual(await api(one, 'POST', '/send', { id: b.id, data: 'direct across' }), { reached: 1 });
+  assert.equal(await b.c.text(), 'direct across');
+  a.c.ws.send(`send|${b.id}|php to php`);
+  assert.equal(await b.c.text(), 'php to php');
+
+  b.c.ws.close();
+  await b.c.closed;
+  await untilMembers(one, 'room', 1);
+  assert.deepEqual(await api(one, 'POST', '/send', { id: b.id, data: 'gone' }), { reached: 0 });
+  a.c.ws.close();
+  await a.c.closed;
+});
+
+it('Redis down: local delivery continues and is logged; after a restart cross-node delivery resumes', async () => {
+  const a = await member(one, 'outage');
+  const b = await member(two, 'outage');
+  await untilMembers(one, 'outage', 2);
+  await redis.kill();
+  await sleep(300);
+  assert.deepEqual(await api(one, 'POST', '/publish', { channel: 'outage', data: 'local only' }), { reached: 1 });
+  assert.equal(await a.c.text(), 'local only');
+  assert.ok(one.logs.some((l) => l.code === 'WSFPM_ERR_BROKER_DOWN'));
+  assert.equal(one.daemon.broker!.state.connected, false);
+
+  await redis.resume();
+  // The registry is written again on reconnect (Redis came back empty).
+  await untilMembers(one, 'outage', 2);
+  assert.equal(one.daemon.broker!.state.connected, true);
+  assert.deepEqual(await api(one, 'POST', '/publish', { channel: 'outage', data: 'across again' }), { reached: 2 });
+  assert.equal(await b.c.text(), 'across again');
+  assert.equal(await a.c.text(), 'across again');
+  // Nothing from the outage arrives late.
+  assert.equal(b.c.messages.length, 0);
+  a.c.ws.close();
+  b.c.ws.close();
+  await Promise.all([a.c.closed, b.c.closed]);
+});
