@@ -40,6 +40,10 @@ const HELP: Record<string, string> = {
   trustProxy: 'proxies whose X-Forwarded-* headers are believed: IPs or CIDRs ("" trusts none)',
   allowOrigins: 'origins allowed besides the same host, comma-separated (* for any)',
   maxConnections: 'open websocket connections at most; more get 503',
+  maxPerIp: 'open websocket connections from one client address at most; more get 429',
+  messageRate: 'messages per second one client may send (1 s burst); more close 1008; 0 disables',
+  requestTimeout: 'how long a client may take to send its request headers, ms; then 408',
+  drainTimeout: 'on SIGTERM, how long connections get to finish before closing with 1001, ms',
   maxRejectBody: 'largest body PHP may send when refusing an upgrade, bytes',
   maxHeaderBlock: 'largest CGI header block PHP may send, bytes',
   logLevel: 'fatal, error, warn, info, debug, trace or silent',
@@ -114,8 +118,10 @@ async function serve(config: Config): Promise<void> {
   const stop = async (signal: string): Promise<void> => {
     if (stopping) return;
     stopping = true;
-    daemon.app.log.info({ signal }, 'stopping');
+    daemon.app.log.info({ signal, open: daemon.connections(), graceMs: config.drainTimeout }, 'draining');
+    await daemon.drain(config.drainTimeout);
     await daemon.app.close();
+    daemon.app.log.info('stopped');
     process.exit(0);
   };
   process.once('SIGTERM', () => void stop('SIGTERM'));

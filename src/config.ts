@@ -36,6 +36,10 @@ export interface Config {
   maxChannels: number;
   redis: string;
   maxConnections: number;
+  maxPerIp: number;
+  messageRate: number;
+  requestTimeout: number;
+  drainTimeout: number;
   maxRejectBody: number;
   maxHeaderBlock: number;
   logLevel: string;
@@ -54,7 +58,7 @@ function address(raw: string, listen = false): FpmAddress {
 /** Settings where an empty value means "none" (WSFPM_INDEX= disables the front controller); elsewhere an empty variable counts as unset. */
 const EMPTY_MEANS_NONE = new Set<Key>(['index', 'routes', 'allowOrigins', 'trustProxy', 'fpmStatus', 'fpmUser', 'fpmInherit', 'control', 'controlToken', 'redis']);
 const SIZE_KEYS = new Set<Key>(['maxMessage', 'highWater', 'maxRejectBody', 'maxHeaderBlock']);
-const TIME_KEYS = new Set<Key>(['handshakeTimeout', 'pingInterval', 'closeGrace']);
+const TIME_KEYS = new Set<Key>(['handshakeTimeout', 'pingInterval', 'closeGrace', 'requestTimeout', 'drainTimeout']);
 
 export const flagName = (key: string): string => '--' + key.replace(/[A-Z]/g, (c) => '-' + c.toLowerCase());
 export const envName = (key: string): string => 'WSFPM_' + key.replace(/[A-Z]/g, (c) => '_' + c).toUpperCase();
@@ -168,6 +172,10 @@ export function buildConfig(flags: Record<string, string>, env: NodeJS.ProcessEn
       return raw;
     }),
     maxConnections: num('maxConnections'),
+    maxPerIp: num('maxPerIp'),
+    messageRate: num('messageRate'),
+    requestTimeout: num('requestTimeout'),
+    drainTimeout: num('drainTimeout'),
     maxRejectBody: num('maxRejectBody'),
     maxHeaderBlock: num('maxHeaderBlock'),
     logLevel: get('logLevel', (raw) => {

@@ -52,6 +52,14 @@ export const DEFAULTS = Object.freeze({
   allowOrigins: '',
   /** Open websocket connections at most; further upgrades get 503. */
   maxConnections: 1_000,
+  /** Open websocket connections from one client address (after --trust-proxy) at most; more get 429. */
+  maxPerIp: 100,
+  /** Messages per second one client may send (a one-second burst allowed); more: close 1008. 0 disables. */
+  messageRate: 1_000,
+  /** How long a client may take to send its request headers (slowloris), ms. */
+  requestTimeout: 10_000,
+  /** On SIGTERM, how long connections get to finish before they are closed with 1001, ms. */
+  drainTimeout: 10_000,
   /** Largest response body PHP may send when it refuses an upgrade, bytes. */
   maxRejectBody: 64 * KiB,
   /** Largest CGI header block PHP may send, bytes. */
@@ -72,6 +80,10 @@ export const BOUNDS: Readonly<Record<string, readonly [number, number]>> = Objec
   highWater: [16 * KiB, 64 * MiB],
   maxConnections: [1, 1_000_000],
   maxChannels: [1, 100_000],
+  maxPerIp: [1, 1_000_000],
+  messageRate: [0, 1_000_000],
+  requestTimeout: [1_000, 600_000],
+  drainTimeout: [0, 3_600_000],
   maxRejectBody: [0, 16 * MiB],
   maxHeaderBlock: [1 * KiB, 1 * MiB],
 });

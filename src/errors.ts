@@ -34,6 +34,9 @@ export const ERRORS = Object.freeze({
   WSFPM_ERR_PHP_DIED: { status: 502, close: 1011, message: 'PHP request ended abnormally' },
   WSFPM_ERR_MESSAGE_TOO_BIG: { status: 413, close: 1009, message: 'message exceeds the size limit' },
   WSFPM_ERR_SLOW_CONSUMER: { status: 503, close: 1013, message: 'connection cannot keep up with its deliveries' },
+  WSFPM_ERR_RATE_LIMIT: { status: 429, close: 1008, message: 'client sent messages too fast' },
+  WSFPM_ERR_TOO_MANY_FROM_IP: { status: 429, close: 1008, message: 'too many connections from this address' },
+  WSFPM_ERR_DRAINING: { status: 503, close: 1001, message: 'the server is shutting down' },
   WSFPM_ERR_PING_TIMEOUT: { status: 408, close: 1006, message: 'client did not answer pings' },
 } satisfies Record<string, ErrorSpec>);
 

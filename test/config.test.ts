@@ -46,6 +46,10 @@ const EXPECTED_BOUNDS: Record<string, [number, number]> = {
   highWater: [16 * KiB, 64 * MiB],
   maxConnections: [1, 1_000_000],
   maxChannels: [1, 100_000],
+  maxPerIp: [1, 1_000_000],
+  messageRate: [0, 1_000_000],
+  requestTimeout: [1_000, 600_000],
+  drainTimeout: [0, 3_600_000],
   maxRejectBody: [0, 16 * MiB],
   maxHeaderBlock: [1 * KiB, 1 * MiB],
 };
@@ -88,6 +92,10 @@ describe('defaults', () => {
       controlToken: '',
       maxChannels: 100,
       redis: '',
+      maxPerIp: 100,
+      messageRate: 1000,
+      requestTimeout: 10_000,
+      drainTimeout: 10_000,
       maxConnections: 1000,
       maxRejectBody: 64 * KiB,
       maxHeaderBlock: 32 * KiB,
@@ -251,7 +259,7 @@ describe('precedence: flag > environment > default', () => {
   });
 
   test('every setting can be given by flag and by environment', () => {
-    const flags = { host: '0.0.0.0', port: '9000', fpm: 'tcp:127.0.0.1:9001', root: '/var/www', index: 'app.php', routes: '/ws=ws.php', pages: 'yes', maxMessage: '2m', handshakeTimeout: '3s', pingInterval: '0', closeGrace: '1s', highWater: '32k', allowOrigins: '*', maxConnections: '10', maxRejectBody: '0', maxHeaderBlock: '4k', logLevel: 'silent', trustProxy: '10.0.0.0/8', fpmStatus: 'unix:/run/status.sock', fpmUser: 'www-data', fpmInherit: '/etc/php/www.conf', control: 'unix:/run/wsfpm.sock', controlToken: '0123456789abcdef', maxChannels: '7', redis: 'redis://127.0.0.1:6379/2' };
+    const flags = { host: '0.0.0.0', port: '9000', fpm: 'tcp:127.0.0.1:9001', root: '/var/www', index: 'app.php', routes: '/ws=ws.php', pages: 'yes', maxMessage: '2m', handshakeTimeout: '3s', pingInterval: '0', closeGrace: '1s', highWater: '32k', allowOrigins: '*', maxConnections: '10', maxRejectBody: '0', maxHeaderBlock: '4k', logLevel: 'silent', trustProxy: '10.0.0.0/8', fpmStatus: 'unix:/run/status.sock', fpmUser: 'www-data', fpmInherit: '/etc/php/www.conf', control: 'unix:/run/wsfpm.sock', controlToken: '0123456789abcdef', maxChannels: '7', redis: 'redis://127.0.0.1:6379/2', maxPerIp: '5', messageRate: '0', requestTimeout: '2s', drainTimeout: '1m' };
     const env = Object.fromEntries(Object.entries(flags).map(([k, v]) => [envName(k), v]));
     const expected: Config = {
       host: '0.0.0.0',
@@ -275,6 +283,10 @@ describe('precedence: flag > environment > default', () => {
       controlToken: '0123456789abcdef',
       maxChannels: 7,
       redis: 'redis://127.0.0.1:6379/2',
+      maxPerIp: 5,
+      messageRate: 0,
+      requestTimeout: 2000,
+      drainTimeout: 60_000,
       maxConnections: 10,
       maxRejectBody: 0,
       maxHeaderBlock: 4 * KiB,

@@ -657,3 +657,10 @@ describe('--pages and Host checks', () => {
     assert.equal(checkHost([]), null, 'HTTP/1.0 without Host');
   });
 });
+
+describe('regressions', () => {
+  it('an h2c upgrade request to a page gets the page, not a websocket refusal', async () => {
+    const r = await rawHttp(h.port, `GET /hit.php HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n`);
+    assert.equal(statusOf(r), 200);
+  });
+});

@@ -17,6 +17,6 @@ interface Handler
     /** $code is the client's close code (1005: none given, 1006: vanished), or PHP's own if it closed first. */
     public function onClose(Connection $conn, int $code, string $reason): void;
 
-    /** Called with whatever onOpen/onMessage threw; the connection is then closed with 1011. */
+    /** Called with whatever another callback threw (onOpen, onMessage, and a ChannelHandler's onChannel, onTimer); the connection is then closed with 1011. */
     public function onError(Connection $conn, \Throwable $e): void;
 }

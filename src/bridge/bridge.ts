@@ -24,13 +24,29 @@ import { channelHead } from '../protocol/channel-frames.ts';
 import { type Hub, type Member } from '../hub/hub.ts';
 import { handleHubFrame } from './hub-frames.ts';
 import { type PhpEndpoint } from './php-endpoint.ts';
-import { wsfpmError, type WsfpmError } from '../errors.ts';
+import { ERRORS, wsfpmError, type WsfpmError } from '../errors.ts';
 import { type Log } from '../log.ts';
 
 export interface BridgeOptions {
   highWater: number;
   pingInterval: number;
   closeGrace: number;
+  /** Client messages per second (a one-second burst allowed); over it: close 1008. 0 disables. */
+  messageRate: number;
+}
+
+/** Live counters for metrics; the bridge knows nothing of how they are exported. */
+export interface BridgeObserver {
+  messageIn(bytes: number): void;
+  messageOut(bytes: number): void;
+  limit(code: string): void;
+}
+
+export interface BridgeHandle {
+  /** Server shutdown: PHP gets CLOSE 1001 and EOF; the client gets 1001 once PHP has finished sending. */
+  drain(): void;
+  /** Immediate close (drain grace over). */
+  terminate(code: number, reason: string): void;
 }
 
 /** Who this connection is, for the hub. */
@@ -62,7 +78,7 @@ function truncateReason(reason: string): string {
   return b.toString('utf8', 0, end);
 }
 
-export function bridge(ws: WebSocket, php: PhpEndpoint, who: BridgeIdentity, hub: Hub, options: BridgeOptions, log: Log, onClosed: (code: number, stats: BridgeStats) => void): void {
+export function bridge(ws: WebSocket, php: PhpEndpoint, who: BridgeIdentity, hub: Hub, options: BridgeOptions, log: Log, observer: BridgeObserver, onClosed: (code: number, stats: BridgeStats) => void): BridgeHandle {
   const stats: BridgeStats = { messagesIn: 0, messagesOut: 0, bytesIn: 0, bytesOut: 0 };
   let unflushed = 0;
   let phpPaused = false;
@@ -72,6 +88,9 @@ export function bridge(ws: WebSocket, php: PhpEndpoint, who: BridgeIdentity, hub
   let alive = true;
   let graceTimer: NodeJS.Timeout | null = null;
   let ticker: NodeJS.Timeout | null = null;
+  let draining = false;
+  let tokens = options.messageRate;
+  let refilled = Date.now();
   const started = Date.now();
 
   const closeClient = (code: number, reason = ''): void => {
@@ -84,7 +103,9 @@ export function bridge(ws: WebSocket, php: PhpEndpoint, who: BridgeIdentity, hub
     log.warn({ code: error.code, detail: error.detail, close: error.closeCode }, 'connection failed');
     if (!closeSent && !wsClosed) {
       closeSent = true;
-      ws.close(error.closeCode === 1006 ? 1011 : error.closeCode, error.closeCode === 1009 ? 'message too big' : 'internal error');
+      // 1011's cause stays in the log; PHP's errors may hold secrets. The other codes' causes are the client's own.
+      const code = error.closeCode === 1006 ? 1011 : error.closeCode;
+      ws.close(code, code === 1011 ? 'internal error' : truncateReason(ERRORS[error.code].message));
     }
   };
 
@@ -117,6 +138,7 @@ export function bridge(ws: WebSocket, php: PhpEndpoint, who: BridgeIdentity, hub
     unflushed += frame.payload.length;
     stats.messagesOut++;
     stats.bytesOut += frame.payload.length;
+    observer.messageOut(frame.payload.length);
     ws.send(frame.payload, { binary }, onSent(frame.payload.length));
     if (!phpPaused && unflushed > options.highWater) {
       phpPaused = true;
@@ -145,6 +167,7 @@ export function bridge(ws: WebSocket, php: PhpEndpoint, who: BridgeIdentity, hub
       if (ws.bufferedAmount > options.highWater) return overloaded('the client');
       stats.messagesOut++;
       stats.bytesOut += data.length;
+      observer.messageOut(data.length);
       ws.send(data, { binary });
       return true;
     },
@@ -198,7 +221,8 @@ export function bridge(ws: WebSocket, php: PhpEndpoint, who: BridgeIdentity, hub
       if (graceTimer) clearTimeout(graceTimer);
       if (error) return fail(error);
       if (php.sawFatal && !closeSent) return fail(wsfpmError('WSFPM_ERR_PHP_DIED', 'PHP reported a fatal error'));
-      closeClient(1000);
+      if (draining) closeClient(1001, 'server shutting down');
+      else closeClient(1000);
     },
     onDrain() {
       if (!wsClosed) ws.resume();
@@ -209,10 +233,25 @@ export function bridge(ws: WebSocket, php: PhpEndpoint, who: BridgeIdentity, hub
     alive = true;
     if (phpEnded || closeSent) return;
     const payload = data as Buffer;
+    if (options.messageRate > 0 && !takeToken()) {
+      observer.limit('WSFPM_ERR_RATE_LIMIT');
+      return brokeProtocol(wsfpmError('WSFPM_ERR_RATE_LIMIT', `over ${options.messageRate} messages per second`));
+    }
     stats.messagesIn++;
     stats.bytesIn += payload.length;
+    observer.messageIn(payload.length);
     if (!php.send(isBinary ? FrameType.Binary : FrameType.Text, payload)) ws.pause();
   });
+
+  /** Token bucket: `messageRate` tokens a second, holding at most one second's worth. */
+  function takeToken(): boolean {
+    const now = Date.now();
+    tokens = Math.min(options.messageRate, tokens + ((now - refilled) * options.messageRate) / 1000);
+    refilled = now;
+    if (tokens < 1) return false;
+    tokens -= 1;
+    return true;
+  }
 
   ws.on('pong', () => {
     alive = true;
@@ -243,6 +282,19 @@ export function bridge(ws: WebSocket, php: PhpEndpoint, who: BridgeIdentity, hub
       graceTimer.unref();
     }
     onClosed(code, stats);
-    log.info({ code, durationMs: Date.now() - started, ...stats }, 'websocket closed');
+    log.info({ path: who.path, ip: who.ip, code, durationMs: Date.now() - started, ...stats }, 'websocket closed');
   });
+
+  return {
+    drain() {
+      if (draining || closeSent || wsClosed || phpEnded) return;
+      draining = true;
+      php.send(FrameType.Close, closePayload(1001, 'server shutting down'));
+      php.endInput();
+    },
+    terminate(code, reason) {
+      closeClient(code, reason);
+      php.destroy();
+    },
+  };
 }

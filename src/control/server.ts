@@ -12,6 +12,7 @@ import { type FpmAddress, formatFpmAddress } from '../fastcgi/address.ts';
 import { isChannelName, isConnectionId } from '../protocol/channel-frames.ts';
 import { type Hub } from '../hub/hub.ts';
 import { type Log } from '../log.ts';
+import { type Metrics } from '../metrics.ts';
 
 export interface ControlOptions {
   address: FpmAddress;
@@ -35,7 +36,7 @@ function payload(body: { data?: unknown; binary?: unknown }): { data: Buffer; bi
   return { data: binary ? Buffer.from(body.data, 'base64') : Buffer.from(body.data, 'utf8'), binary };
 }
 
-export async function startControl(options: ControlOptions, hub: Hub, log: Log): Promise<Control> {
+export async function startControl(options: ControlOptions, hub: Hub, metrics: Metrics, log: Log): Promise<Control> {
   const app: FastifyInstance = Fastify({
     logger: false,
     logController: new LogController({ disableRequestLogging: true }),
@@ -45,7 +46,8 @@ export async function startControl(options: ControlOptions, hub: Hub, log: Log):
   const expected = Buffer.from(`Bearer ${options.token}`);
 
   app.addHook('onRequest', async (request: FastifyRequest, reply: FastifyReply) => {
-    if (request.url === '/healthz') return;
+    // Read-only and loopback-only: load balancer checks and Prometheus scrapes need no token.
+    if (request.url === '/healthz' || request.url === '/metrics') return;
     const got = Buffer.from(request.headers.authorization ?? '');
     if (got.length !== expected.length || !timingSafeEqual(got, expected)) {
       log.warn({ code: 'WSFPM_ERR_CONTROL_AUTH', path: request.url, ip: request.socket.remoteAddress }, 'control request without a valid token');
@@ -54,6 +56,11 @@ export async function startControl(options: ControlOptions, hub: Hub, log: Log):
   });
 
   app.get('/healthz', async () => ({ ok: true }));
+
+  app.get('/metrics', async (_request, reply) => {
+    reply.type(metrics.registry.contentType);
+    return metrics.registry.metrics();
+  });
 
   app.post('/publish', async (request, reply) => {
     const body = (request.body ?? {}) as { channel?: unknown; exclude?: unknown };

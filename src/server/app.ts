@@ -10,7 +10,8 @@ import type { IncomingMessage } from 'node:http';
 import Fastify, { LogController, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import fastifyWebsocket from '@fastify/websocket';
 import type { WebSocket } from 'ws';
-import { bridge } from '../bridge/bridge.ts';
+import { bridge, type BridgeHandle, type BridgeObserver } from '../bridge/bridge.ts';
+import { Metrics } from '../metrics.ts';
 import { PhpEndpoint } from '../bridge/php-endpoint.ts';
 import { type FpmAddress } from '../fastcgi/address.ts';
 import { type CgiHead } from '../fastcgi/cgi-headers.ts';
@@ -60,6 +61,8 @@ export interface Daemon {
   app: FastifyInstance;
   /** Open and pending bound connections. */
   connections(): number;
+  metrics: Metrics;
+  drain(graceMs: number): Promise<void>;
   /** Closes every open websocket with `code` (e.g. 1012 when their php-fpm master died). */
   closeAll(code: number, reason: string): void;
   /** The php-fpm master wsfpm runs itself with `--fpm managed`, else null. */
@@ -78,12 +81,22 @@ export async function createDaemon(config: Config, logStream?: { write(line: str
     // Each connection gets its own open/close lines; per-request lines would double them.
     logController: new LogController({ disableRequestLogging: true }),
     requestIdHeader: false,
+    // Slowloris: a client gets requestTimeout to finish its request headers (checked every second), then 408.
+    http: { headersTimeout: config.requestTimeout, connectionsCheckingInterval: 1000 },
   });
   const hub = new Hub(config.maxChannels);
   const broker = config.redis ? await RedisBroker.start(config.redis, hub, app.log as unknown as Log) : null;
   if (broker) app.addHook('onClose', async () => broker.stop());
   const controlToken = config.controlToken || randomBytes(24).toString('hex');
-  const control = config.control ? await startControl({ address: config.control, token: controlToken, maxMessage: config.maxMessage }, hub, app.log as unknown as Log) : null;
+  const metrics = new Metrics(
+    async () => {
+      if (!fpmStatus) return null;
+      const st = await readPoolStatus(fpmStatus).catch(() => null);
+      return st && { busy: st.active, idle: st.idle };
+    },
+    () => broker?.state ?? null,
+  );
+  const control = config.control ? await startControl({ address: config.control, token: controlToken, maxMessage: config.maxMessage }, hub, metrics, app.log as unknown as Log) : null;
   if (control) app.addHook('onClose', async () => control.close());
   /** What PHP needs to reach the control API: CGI params of bound scripts, env of a managed pool. */
   const controlEnv: Record<string, string> = control ? { WSFPM_CONTROL: control.address, WSFPM_CONTROL_TOKEN: controlToken } : {};
@@ -114,6 +127,22 @@ export async function createDaemon(config: Config, logStream?: { write(line: str
   }
   const resolver = new Resolver({ root: config.root, index: config.index, routes: config.routes });
   let live = 0;
+  const perIp = new Map<string, number>();
+  const bridges = new Set<BridgeHandle>();
+  let draining = false;
+  const observer: BridgeObserver = {
+    messageIn(bytes) {
+      metrics.messages.inc({ direction: 'in' });
+      metrics.bytes.inc({ direction: 'in' }, bytes);
+    },
+    messageOut(bytes) {
+      metrics.messages.inc({ direction: 'out' });
+      metrics.bytes.inc({ direction: 'out' }, bytes);
+    },
+    limit(code) {
+      metrics.limits.inc({ limit: code });
+    },
+  };
 
   await app.register(fastifyWebsocket, {
     options: {
@@ -140,6 +169,7 @@ export async function createDaemon(config: Config, logStream?: { write(line: str
     log[level]({ ...facts, status: error.status, code: error.code, detail: error.detail }, 'websocket upgrade refused');
     // Names the cause for `wsfpm doctor` and for people reading curl output; the body says it in words.
     reply.header('x-wsfpm-error', error.code);
+    metrics.rejects.inc({ reason: error.code });
     if (error.status === 503) reply.header('retry-after', '5');
     if (error.status === 426) reply.header('upgrade', 'websocket');
     return reply.code(error.status).type('text/plain; charset=utf-8').send(`${error.message.split(':')[0]}\n`);
@@ -147,6 +177,8 @@ export async function createDaemon(config: Config, logStream?: { write(line: str
 
   async function decide(request: FastifyRequest, reply: FastifyReply): Promise<void> {
     if (!request.ws) return;
+    // Other upgrades (h2c) are not ours: a page, as if there were no Upgrade header.
+    if (pages && String(request.raw.headers.upgrade ?? '').toLowerCase() !== 'websocket') return void (await pages(request, reply));
     const raw = request.raw as RawWithBinding;
     const socket = raw.socket;
     const id = randomBytes(16).toString('hex');
@@ -170,17 +202,38 @@ export async function createDaemon(config: Config, logStream?: { write(line: str
 
     const early = checkHandshake(raw.method ?? '', raw.headers) ?? checkOrigin(raw.headers.origin, client.host, config.origins);
     if (early) return void refuse(reply, early, log, facts);
+    if (draining) return void refuse(reply, wsfpmError('WSFPM_ERR_DRAINING'), log, facts);
     if (live >= config.maxConnections) return void refuse(reply, wsfpmError('WSFPM_ERR_TOO_MANY', `${live} open`), log, facts);
+    const fromIp = perIp.get(client.remoteAddress) ?? 0;
+    if (fromIp >= config.maxPerIp) return void refuse(reply, wsfpmError('WSFPM_ERR_TOO_MANY_FROM_IP', `${fromIp} open from ${client.remoteAddress}`), log, facts);
+    // The slot is taken now, before any await: concurrent upgrades must see each other in the counts.
+    live++;
+    perIp.set(client.remoteAddress, fromIp + 1);
+    let released = false;
+    function release(): void {
+      if (released) return;
+      released = true;
+      live--;
+      const n = (perIp.get(client.remoteAddress) ?? 1) - 1;
+      if (n > 0) perIp.set(client.remoteAddress, n);
+      else perIp.delete(client.remoteAddress);
+    }
     if (fpmStatus) {
       const full = await poolIsFull(fpmStatus, log);
-      if (full) return void refuse(reply, full, log, facts);
+      if (full) {
+        release();
+        return void refuse(reply, full, log, facts);
+      }
     }
     const url = raw.url ?? '/';
     const q = url.indexOf('?');
     const script = await resolver.resolve(q === -1 ? url : url.slice(0, q));
-    if (!script) return void refuse(reply, wsfpmError('WSFPM_ERR_NOT_FOUND', url.slice(0, 200)), log, facts);
-
-    live++;
+    if (!script) {
+      release();
+      return void refuse(reply, wsfpmError('WSFPM_ERR_NOT_FOUND', url.slice(0, 200)), log, facts);
+    }
+    // A client that left while we looked: nothing to open.
+    if (socket.destroyed) return release();
     const params = buildParams({
       method: 'GET',
       url,
@@ -204,17 +257,12 @@ export async function createDaemon(config: Config, logStream?: { write(line: str
         release();
       }
     });
-    let released = false;
-    function release(): void {
-      if (!released) {
-        released = true;
-        live--;
-      }
-    }
 
     let head: CgiHead;
     try {
+      const asked = process.hrtime.bigint();
       head = await php.waitHead(config.handshakeTimeout, Math.min(1000, config.handshakeTimeout));
+      metrics.headerWait.observe(Number(process.hrtime.bigint() - asked) / 1e9);
     } catch (err) {
       php.destroy();
       release();
@@ -226,6 +274,7 @@ export async function createDaemon(config: Config, logStream?: { write(line: str
       php.destroy();
       release();
       log.info({ ...facts, status: head.status }, 'PHP refused the upgrade');
+      metrics.rejects.inc({ reason: `php_${head.status}` });
       for (const [name, values] of groupHeaders(head.headers)) {
         if (!HOP_BY_HOP.has(name)) reply.header(name, values.length === 1 ? values[0]! : values);
       }
@@ -265,13 +314,39 @@ export async function createDaemon(config: Config, logStream?: { write(line: str
       const binding = (request.raw as RawWithBinding)[kBinding]!;
       binding.attached = true;
       binding.log.info({ path: request.raw.url, ip: binding.ip, protocol: binding.protocol || undefined }, 'websocket open');
-      bridge(socket, binding.php, { id: binding.id, path: (request.raw.url ?? '/').split('?')[0]!, ip: binding.ip }, hub, config, binding.log, () => binding.release?.());
+      metrics.open.inc();
+      metrics.opened.inc();
+      const opened = Date.now();
+      const handle = bridge(socket, binding.php, { id: binding.id, path: (request.raw.url ?? '/').split('?')[0]!, ip: binding.ip }, hub, config, binding.log, observer, (code) => {
+        bridges.delete(handle);
+        metrics.open.dec();
+        metrics.closed.inc({ code: String(code) });
+        metrics.duration.observe((Date.now() - opened) / 1000);
+        binding.release?.();
+      });
+      bridges.add(handle);
     },
   });
 
   return {
     app,
     connections: () => live,
+    metrics,
+    /**
+     * Graceful stop: no new upgrades (503), every PHP script is told the
+     * connection is closing (CLOSE 1001, then EOF), clients get 1001 once
+     * their script has sent what it had; after `graceMs` the rest are
+     * closed with 1001 at once. Resolves when no connection is left.
+     */
+    async drain(graceMs: number) {
+      draining = true;
+      app.server.close();
+      for (const b of bridges) b.drain();
+      const deadline = Date.now() + graceMs;
+      while (live > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+      for (const b of bridges) b.terminate(1001, 'server shutting down');
+      while (live > 0 && Date.now() < deadline + 2000) await new Promise((r) => setTimeout(r, 20));
+    },
     closeAll,
     managed,
     hub,

@@ -1,0 +1,73 @@
+/**
+ * Prometheus metrics (prom-client), served on the control listener at
+ * /metrics. One registry per daemon, so tests running several daemons in
+ * one process do not mix their counts.
+ */
+import client from 'prom-client';
+
+export class Metrics {
+  readonly registry = new client.Registry();
+  readonly open: client.Gauge;
+  readonly opened: client.Counter;
+  readonly closed: client.Counter<'code'>;
+  readonly messages: client.Counter<'direction'>;
+  readonly bytes: client.Counter<'direction'>;
+  readonly rejects: client.Counter<'reason'>;
+  readonly limits: client.Counter<'limit'>;
+  readonly headerWait: client.Histogram;
+  readonly duration: client.Histogram;
+
+  constructor(collectPool: () => Promise<{ busy: number; idle: number } | null>, broker: () => { connected: boolean; failures: number } | null) {
+    const r = [this.registry];
+    this.open = new client.Gauge({ name: 'wsfpm_connections_open', help: 'Websocket connections bound to PHP now.', registers: r });
+    this.opened = new client.Counter({ name: 'wsfpm_connections_total', help: 'Websocket connections accepted.', registers: r });
+    this.closed = new client.Counter({ name: 'wsfpm_connections_closed_total', help: 'Websocket connections closed, by close code.', labelNames: ['code'], registers: r });
+    this.messages = new client.Counter({ name: 'wsfpm_messages_total', help: 'Websocket messages, by direction (in: from clients).', labelNames: ['direction'], registers: r });
+    this.bytes = new client.Counter({ name: 'wsfpm_message_bytes_total', help: 'Websocket payload bytes, by direction.', labelNames: ['direction'], registers: r });
+    this.rejects = new client.Counter({ name: 'wsfpm_rejects_total', help: 'Upgrades refused, by reason (error code, or php_STATUS when PHP refused).', labelNames: ['reason'], registers: r });
+    this.limits = new client.Counter({ name: 'wsfpm_limit_hits_total', help: 'Limits hit by open connections, by limit.', labelNames: ['limit'], registers: r });
+    this.headerWait = new client.Histogram({
+      name: 'wsfpm_fastcgi_header_seconds',
+      help: 'Time from opening the FastCGI request to PHP\'s header block.',
+      buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
+      registers: r,
+    });
+    this.duration = new client.Histogram({
+      name: 'wsfpm_connection_duration_seconds',
+      help: 'Life of a bound connection (one FastCGI request).',
+      buckets: [0.1, 1, 10, 60, 300, 1800, 3600, 6 * 3600, 24 * 3600],
+      registers: r,
+    });
+    new client.Gauge({
+      name: 'wsfpm_pool_workers',
+      help: 'php-fpm workers by state, from the pool status listener (when configured).',
+      labelNames: ['state'],
+      registers: r,
+      async collect() {
+        const p = await collectPool();
+        if (!p) return;
+        this.set({ state: 'busy' }, p.busy);
+        this.set({ state: 'idle' }, p.idle);
+      },
+    });
+    new client.Gauge({
+      name: 'wsfpm_broker_connected',
+      help: '1 when the Redis broker is connected, 0 when not; absent without --redis.',
+      registers: r,
+      collect() {
+        const b = broker();
+        if (b) this.set(b.connected ? 1 : 0);
+      },
+    });
+    new client.Gauge({
+      name: 'wsfpm_broker_failures',
+      help: 'Cross-node operations lost to Redis outages since start.',
+      registers: r,
+      collect() {
+        const b = broker();
+        if (b) this.set(b.failures);
+      },
+    });
+    client.collectDefaultMetrics({ register: this.registry, prefix: 'wsfpm_process_' });
+  }
+}
