@@ -13,41 +13,11 @@ import { ConfigError } from './errors.ts';
 import { runDoctor } from './doctor.ts';
 import { createDaemon } from './server/app.ts';
 import { VERSION } from './version.ts';
+import { HELP } from './help.ts';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const PACKAGE_ROOT = path.resolve(HERE, '..');
 
-const HELP: Record<string, string> = {
-  host: 'address to listen on',
-  port: 'port to listen on (0: any free port)',
-  fpm: 'php-fpm address: unix:/path.sock, tcp:HOST:PORT, or managed (a php-fpm master of wsfpm\'s own)',
-  fpmStatus: 'php-fpm pm.status_listen address: refuse upgrades with 503 while no worker is idle',
-  fpmUser: 'managed pool: worker user when wsfpm runs as root',
-  fpmInherit: 'managed pool: the site\'s pool file to copy php_value/env settings from',
-  root: 'document root; URL paths map to .php scripts below it (default: current directory)',
-  index: 'front controller for paths with no script of their own ("" disables)',
-  routes: 'explicit routes, comma-separated: /url=script.php',
-  pages: 'serve PHP pages and static files for requests that are not websocket upgrades (true/false)',
-  maxMessage: 'largest message either way, bytes; a bigger client message closes with 1009',
-  handshakeTimeout: 'how long PHP may take to accept or refuse, ms; then 503',
-  pingInterval: 'server ping interval, ms (0 disables); a silent client is dropped after two',
-  closeGrace: 'time PHP gets to finish after the websocket ends, ms',
-  highWater: 'bytes buffered toward one side before the other is paused',
-  control: 'control API listener for publish/send/presence: tcp:127.0.0.1:PORT or unix:/path ("" disables); never public',
-  controlToken: 'bearer token of the control API (at least 16 characters; default: random per start)',
-  maxChannels: 'channel subscriptions one connection may hold',
-  redis: 'Redis URL shared by several wsfpm nodes (channels, presence, sends by id); "" for one node',
-  trustProxy: 'proxies whose X-Forwarded-* headers are believed: IPs or CIDRs ("" trusts none)',
-  allowOrigins: 'origins allowed besides the same host, comma-separated (* for any)',
-  maxConnections: 'open websocket connections at most; more get 503',
-  maxPerIp: 'open websocket connections from one client address at most; more get 429',
-  messageRate: 'messages per second one client may send (1 s burst); more close 1008; 0 disables',
-  requestTimeout: 'how long a client may take to send its request headers, ms; then 408',
-  drainTimeout: 'on SIGTERM, how long connections get to finish before closing with 1001, ms',
-  maxRejectBody: 'largest body PHP may send when refusing an upgrade, bytes',
-  maxHeaderBlock: 'largest CGI header block PHP may send, bytes',
-  logLevel: 'fatal, error, warn, info, debug, trace or silent',
-};
 
 function usage(): string {
   const rows = (Object.keys(DEFAULTS) as Array<keyof typeof DEFAULTS>).map((key) => {
@@ -58,7 +28,8 @@ function usage(): string {
     'wsfpm: websockets for PHP on php-fpm; each connection is one FastCGI request.',
     '',
     'usage: wsfpm [serve] [options]      run the daemon',
-    '       wsfpm demo [options]         run the echo demo with its own php-fpm pool',
+    '       wsfpm demo [echo|chat|progress] [options]',
+    '                                    run a demo (examples/NAME) with its own php-fpm pool',
     '       wsfpm doctor URL [--idle-check SECONDS]',
     '                                    check a deployment through its public websocket URL',
     '       wsfpm --help | --version',
@@ -70,11 +41,12 @@ function usage(): string {
   ].join('\n');
 }
 
-export function parseArgs(argv: string[]): { command: string; flags: Record<string, string>; envFile: string | undefined } {
+export function parseArgs(argv: string[]): { command: string; flags: Record<string, string>; envFile: string | undefined; demoName: string } {
   const known = new Map<string, string>((Object.keys(DEFAULTS) as string[]).map((k) => [flagName(k), k]));
   const flags: Record<string, string> = {};
   let command = 'serve';
   let envFile: string | undefined;
+  let demoName = 'echo';
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i]!;
     if (i === 0 && !arg.startsWith('-')) {
@@ -82,8 +54,12 @@ export function parseArgs(argv: string[]): { command: string; flags: Record<stri
       command = arg;
       continue;
     }
-    if (arg === '--help' || arg === '-h') return { command: 'help', flags, envFile };
-    if (arg === '--version' || arg === '-v') return { command: 'version', flags, envFile };
+    if (i === 1 && command === 'demo' && !arg.startsWith('-')) {
+      demoName = arg;
+      continue;
+    }
+    if (arg === '--help' || arg === '-h') return { command: 'help', flags, envFile, demoName };
+    if (arg === '--version' || arg === '-v') return { command: 'version', flags, envFile, demoName };
     const eq = arg.indexOf('=');
     const name = eq === -1 ? arg : arg.slice(0, eq);
     const value = eq === -1 ? argv[++i] : arg.slice(eq + 1);
@@ -96,7 +72,7 @@ export function parseArgs(argv: string[]): { command: string; flags: Record<stri
     if (!key) throw new ConfigError(`unknown option ${JSON.stringify(name)}; try wsfpm --help`);
     flags[key] = value;
   }
-  return { command, flags, envFile };
+  return { command, flags, envFile, demoName };
 }
 
 /** Environment with .env values filled in where the real environment has none. */
@@ -128,13 +104,16 @@ async function serve(config: Config): Promise<void> {
   process.once('SIGINT', () => void stop('SIGINT'));
 }
 
-async function demo(flags: Record<string, string>, env: NodeJS.ProcessEnv): Promise<void> {
-  const root = path.join(PACKAGE_ROOT, 'examples', 'echo');
+const DEMOS = ['echo', 'chat', 'progress'];
+
+async function demo(name: string, flags: Record<string, string>, env: NodeJS.ProcessEnv): Promise<void> {
+  if (!DEMOS.includes(name)) throw new ConfigError(`unknown demo ${JSON.stringify(name)}: one of ${DEMOS.join(', ')}`);
+  const root = path.join(PACKAGE_ROOT, 'examples', name);
   // A php-fpm master of its own on a private socket: nothing on the machine needs configuring.
   const config = buildConfig({ root, fpm: 'managed', maxConnections: '32', pages: 'true', ...flags }, env);
   console.error(`demo: scripts in ${root}, a php-fpm pool of ${config.maxConnections} workers of its own`);
   if (config.pages) console.error(`demo: open http://${config.host}:${config.port}/ in a browser`);
-  console.error(`demo: try it with  node -e "const w=new (require('ws'))('ws://${config.host}:${config.port}/echo.php');w.on('open',()=>w.send('hi'));w.on('message',m=>{console.log(String(m));w.close()})"`);
+  if (name === 'echo') console.error(`demo: or from a terminal:  node -e "const w=new (require('ws'))('ws://${config.host}:${config.port}/echo.php');w.on('open',()=>w.send('hi'));w.on('message',m=>{console.log(String(m));w.close()})"`);
   await serve(config);
 }
 
@@ -159,13 +138,13 @@ async function doctor(argv: string[]): Promise<void> {
 export async function main(argv: string[]): Promise<void> {
   try {
     if (argv[0] === 'doctor') return await doctor(argv.slice(1));
-    const { command, flags, envFile } = parseArgs(argv);
+    const { command, flags, envFile, demoName } = parseArgs(argv);
     if (command === 'help') return void process.stdout.write(usage());
     if (command === 'version') {
       return void process.stdout.write(`wsfpm ${VERSION}\n`);
     }
     const env = environment(envFile);
-    if (command === 'demo') return await demo(flags, env);
+    if (command === 'demo') return await demo(demoName, flags, env);
     await serve(buildConfig(flags, env));
   } catch (err) {
     if (err instanceof ConfigError) {

@@ -17,7 +17,8 @@ import { after, before, describe, it } from 'node:test';
 import { DEFAULTS } from '../src/defaults.ts';
 import { startDaemon } from './helpers/harness.ts';
 import {
-  DEPLOY, SITE, describeProxyForm, siteWithHtaccess, startApache, startDeployPool, startSitePool, tempDir, type ProxyForm,
+  DEPLOY, SITE, describeProxyForm, docBlockCount, siteWithHtaccess, startApache, startDeployPool, startSitePool, tempDir, unquotedDocLines,
+  type ProxyForm,
 } from './helpers/webservers.ts';
 
 /** Apache's Timeout and ProxyTimeout here, seconds: the idle limit of a proxied websocket. */
@@ -129,6 +130,17 @@ describe('the deploy files as shipped', () => {
     for (const file of [VHOST_PREFIX, VHOST_SAME_URL]) {
       assert.match(await readFile(file, 'utf8'), new RegExp(`<IfDefine !WSFPM_BACKEND>\\n\\s*Define WSFPM_BACKEND ${DEFAULTS.host}:${DEFAULTS.port}\\n</IfDefine>`));
     }
+  });
+});
+
+describe('docs/deploy.md', () => {
+  it('quotes the Apache files, the php-fpm pool and the systemd unit as they are', async () => {
+    assert.ok((await docBlockCount('apache')) >= 3);
+    assert.deepEqual(await unquotedDocLines('apache', [HTACCESS_PREFIX, HTACCESS_SAME_URL, VHOST_PREFIX, VHOST_SAME_URL]), []);
+    assert.ok((await docBlockCount('ini')) >= 5);
+    const pool = path.join(DEPLOY, 'php-fpm', 'wsfpm-pool.conf');
+    const unit = path.join(DEPLOY, 'systemd', 'wsfpm.service');
+    assert.deepEqual(await unquotedDocLines('ini', [pool, unit]), []);
   });
 });
 

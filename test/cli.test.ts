@@ -80,3 +80,9 @@ it('doctor prints one verdict per line and exits 1 when a check fails, 2 on bad 
   assert.equal(down.status, 1);
   assert.match(down.stdout, /^FAIL  cannot reach http:\/\/127\.0\.0\.1:9: nothing listens/m);
 });
+
+it('demo takes the name of an example and refuses others', () => {
+  const bad = run(['demo', 'nope']);
+  assert.equal(bad.status, 2);
+  assert.match(bad.stderr, /unknown demo "nope": one of echo, chat, progress/);
+});

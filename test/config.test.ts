@@ -366,7 +366,7 @@ describe('other settings', () => {
 
 describe('parseArgs', () => {
   test('no arguments: serve with no flags', () => {
-    assert.deepEqual(parseArgs([]), { command: 'serve', flags: {}, envFile: undefined });
+    assert.deepEqual(parseArgs([]), { command: 'serve', flags: {}, envFile: undefined, demoName: 'echo' });
   });
 
   test('flags as "--name value" and "--name=value", mapped to setting keys', () => {
@@ -374,6 +374,7 @@ describe('parseArgs', () => {
       command: 'serve',
       flags: { port: '9000', maxMessage: '2m', allowOrigins: '*', index: '' },
       envFile: undefined,
+      demoName: 'echo',
     });
   });
 
@@ -383,7 +384,8 @@ describe('parseArgs', () => {
 
   test('commands: serve and demo, only in first position', () => {
     assert.equal(parseArgs(['serve', '--port', '1']).command, 'serve');
-    assert.deepEqual(parseArgs(['demo', '--port', '1']), { command: 'demo', flags: { port: '1' }, envFile: undefined });
+    assert.deepEqual(parseArgs(['demo', '--port', '1']), { command: 'demo', flags: { port: '1' }, envFile: undefined, demoName: 'echo' });
+    assert.deepEqual(parseArgs(['demo', 'chat', '--port', '1']), { command: 'demo', flags: { port: '1' }, envFile: undefined, demoName: 'chat' });
     assert.throws(() => parseArgs(['start']), (err: unknown) => err instanceof ConfigError && /unknown command "start"/.test(err.message));
   });
 
@@ -396,7 +398,7 @@ describe('parseArgs', () => {
   });
 
   test('--env-file', () => {
-    assert.deepEqual(parseArgs(['--env-file', '/etc/wsfpm.env', '--port=1']), { command: 'serve', flags: { port: '1' }, envFile: '/etc/wsfpm.env' });
+    assert.deepEqual(parseArgs(['--env-file', '/etc/wsfpm.env', '--port=1']), { command: 'serve', flags: { port: '1' }, envFile: '/etc/wsfpm.env', demoName: 'echo' });
     assert.equal(parseArgs(['--env-file=x.env']).envFile, 'x.env');
   });
 
@@ -419,5 +421,13 @@ describe('parseArgs', () => {
     assert.equal(c.closeGrace, 2000);
     assert.equal(c.highWater, 64 * KiB);
     assert.equal(c.maxConnections, 7);
+  });
+});
+
+describe('docs/configuration.md', () => {
+  test('is the one the code renders (run npm run docs:config after changing a setting)', async () => {
+    const { readFileSync } = await import('node:fs');
+    const { configurationMarkdown } = await import('../src/help.ts');
+    assert.equal(readFileSync(new URL('../docs/configuration.md', import.meta.url), 'utf8'), configurationMarkdown());
   });
 });

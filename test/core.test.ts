@@ -17,7 +17,8 @@ let h: Harness;
 let tmp: string;
 
 before(async () => {
-  h = await startHarness({ pingInterval: '300', handshakeTimeout: '2000' }, 60);
+  // No message rate limit here: these tests stream at full speed (the limit has its own test in faults).
+  h = await startHarness({ pingInterval: '300', handshakeTimeout: '2000', messageRate: '0' }, 60);
   tmp = await mkdtemp(path.join(os.tmpdir(), 'wsfpm-core-'));
 });
 

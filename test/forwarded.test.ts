@@ -15,6 +15,12 @@ describe('clientView', () => {
     assert.deepEqual(v, { remoteAddress: '203.0.113.9', remotePort: 0, host: 'example.com', https: true, via: '127.0.0.1' });
   });
 
+  it('takes the X-Forwarded-Host/-Proto the trusted proxy appended, not the client\'s forgery in front of it', () => {
+    const v = clientView(trusted, peer, { host: '127.0.0.1:8740', 'x-forwarded-host': 'evil.example, site.test', 'x-forwarded-proto': 'https, http' });
+    assert.equal(v.host, 'site.test');
+    assert.equal(v.https, false);
+  });
+
   it('ignores every forwarded header from an untrusted peer', () => {
     const v = clientView(trusted, { ...peer, address: '192.0.2.1' }, { host: 'site.test', 'x-forwarded-for': '6.6.6.6', 'x-forwarded-host': 'evil.example', 'x-forwarded-proto': 'https' });
     assert.deepEqual(v, { remoteAddress: '192.0.2.1', remotePort: 5555, host: 'site.test', https: false });

@@ -13,12 +13,14 @@
  */
 import assert from 'node:assert/strict';
 import { readFile, rm, writeFile } from 'node:fs/promises';
+import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { DEFAULTS } from '../src/defaults.ts';
-import { startDaemon } from './helpers/harness.ts';
+import { open, startDaemon } from './helpers/harness.ts';
 import {
-  DEPLOY, SITE, describeProxyForm, nginxSyntax, startDeployPool, startNginx, startSitePool, tempDir, type ProxyForm,
+  DEPLOY, SITE, describeProxyForm, docBlockCount, nginxSyntax, startDeployPool, startNginx, startSitePool, tempDir, unquotedDocLines,
+  type ProxyForm,
 } from './helpers/webservers.ts';
 
 /** nginx's proxy_read_timeout here: the idle limit of a proxied websocket. */
@@ -43,6 +45,7 @@ const forms = {
 };
 
 const cleanups: Array<() => Promise<unknown>> = [];
+let spool = '';
 
 /** deploy/nginx/wsfpm-upstream.conf with only its documented address replaced. */
 async function upstreamFor(dir: string, name: string, address: string): Promise<string> {
@@ -60,6 +63,7 @@ before(async () => {
   cleanups.push(() => site.stop());
   const wsPool = await startDeployPool(path.join(tmp, 'fpm'), { maxChildren: 12, sessionDir: site.sessionDir });
   cleanups.push(() => wsPool.stop());
+  spool = wsPool.spool;
 
   // startDaemon's pool argument only names a default socket; `fpm` points it at the websocket pool.
   const common = { root: SITE, fpm: `unix:${wsPool.socket}`, logLevel: 'warn' };
@@ -90,6 +94,31 @@ describe('the deploy files as shipped', () => {
   it('wsfpm-upstream.conf and wsfpm.conf pass nginx -t as they are', async () => {
     const r = await nginxSyntax([UPSTREAM, MAP]);
     assert.ok(r.ok, r.output);
+  });
+});
+
+describe('the websocket pool (deploy/php-fpm/wsfpm-pool.conf)', () => {
+  it('runs the websocket scripts as the site\'s user, with no time limit, no buffering, errors logged, its own spool', async () => {
+    const c = await open(`ws://127.0.0.1:${forms.prefix.port}/ws/pool.php`);
+    const pool = JSON.parse(await c.text()) as Record<string, string>;
+    assert.deepEqual(pool, {
+      user: process.getuid?.() === 0 ? 'www-data' : os.userInfo().username,
+      max_execution_time: '0',
+      output_buffering: '0',
+      'zlib.output_compression': '0',
+      display_errors: '0',
+      log_errors: '1',
+      upload_tmp_dir: spool,
+    });
+    c.ws.close(1000);
+    await c.closed;
+  });
+});
+
+describe('docs/deploy.md', () => {
+  it('quotes the nginx files as they are', async () => {
+    assert.ok((await docBlockCount('nginx')) >= 3);
+    assert.deepEqual(await unquotedDocLines('nginx', [UPSTREAM, MAP, PREFIX, SAME_URL]), []);
   });
 });
 

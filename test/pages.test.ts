@@ -253,6 +253,9 @@ describe('PHP pages', () => {
     assert.equal(info.HTTP_X_FORWARDED_FOR, null, 'a header name with _ must not become HTTP_X_FORWARDED_FOR');
     assert.equal(info.WSFPM_PROTOCOL, null, 'a page is not a websocket');
     assert.equal(info.WSFPM_CONNECTION_ID, null);
+    // The control API's address and token reach every page, so Wsfpm\Client works whatever the pool.
+    assert.equal(info.WSFPM_CONTROL, h.daemon.control!.address);
+    assert.equal(info.WSFPM_CONTROL_TOKEN, h.daemon.control!.token);
   });
 
   it('behind a trusted proxy, REMOTE_ADDR and HTTPS come from X-Forwarded-*', async () => {

@@ -246,7 +246,7 @@ export async function createDaemon(config: Config, logStream?: { write(line: str
       host: client.host,
       connectionId: id,
       maxMessage: config.maxMessage,
-      extra: controlEnv,
+      extra: { ...controlEnv, WSFPM_MAX_CHANNELS: String(config.maxChannels) },
     }, script);
     const php = new PhpEndpoint(fpm, params, { maxMessage: config.maxMessage, maxHeaderBlock: config.maxHeaderBlock }, log);
     const binding: Binding = { id, ip: client.remoteAddress, php, protocol: false, extraHeaders: [], attached: false, log };
@@ -300,7 +300,7 @@ export async function createDaemon(config: Config, logStream?: { write(line: str
   }
 
   // Standalone mode: requests that are not upgrades get PHP pages and static files (pages.ts).
-  const pages = config.pages ? await registerPages(app, config, resolver, app.log as unknown as Log, fpm) : null;
+  const pages = config.pages ? await registerPages(app, config, resolver, app.log as unknown as Log, fpm, controlEnv) : null;
   app.route({
     method: 'GET',
     url: '/*',

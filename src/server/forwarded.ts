@@ -51,6 +51,16 @@ export interface ClientView {
 
 type Headers = Record<string, string | string[] | undefined>;
 
+/**
+ * The right-most value: the one the trusted proxy itself added. Proxies that
+ * append (Apache) keep whatever the client sent in front of it.
+ */
+const last = (v: string | string[] | undefined): string | undefined => {
+  const s = Array.isArray(v) ? v.join(',') : v;
+  const item = s?.split(',').pop()?.trim();
+  return item || undefined;
+};
+
 const first = (v: string | string[] | undefined): string | undefined => {
   const s = Array.isArray(v) ? v.join(',') : v;
   const item = s?.split(',')[0]?.trim();
@@ -60,8 +70,8 @@ const first = (v: string | string[] | undefined): string | undefined => {
 /**
  * The client as PHP should see it. From a trusted peer: the right-most
  * X-Forwarded-For address that is not itself a trusted proxy (earlier
- * entries were written by the client and may be forged), the first
- * X-Forwarded-Host and X-Forwarded-Proto. From anyone else: the socket.
+ * entries were written by the client and may be forged), and likewise the
+ * last X-Forwarded-Host and X-Forwarded-Proto. From anyone else: the socket.
  */
 export function clientView(policy: TrustPolicy, peer: { address: string; port: number; localHost: string; tls: boolean }, headers: Headers): ClientView {
   const direct: ClientView = {
@@ -86,9 +96,9 @@ export function clientView(policy: TrustPolicy, peer: { address: string; port: n
       view.remotePort = 0;
     }
   }
-  const host = first(headers['x-forwarded-host']);
+  const host = last(headers['x-forwarded-host']);
   if (host && /^[A-Za-z0-9.\-_~[\]:]+$/.test(host)) view.host = host;
-  const proto = first(headers['x-forwarded-proto'])?.toLowerCase();
+  const proto = last(headers['x-forwarded-proto'])?.toLowerCase();
   if (proto === 'https' || proto === 'wss') view.https = true;
   else if (proto === 'http' || proto === 'ws') view.https = false;
   return view;

@@ -91,7 +91,8 @@ const HOST = /^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+)(?::\d{1,5})?$/;
  * GET and HEAD requests that are not websocket upgrades (app.ts's route).
  * `fpm` is the php-fpm address to use (config.fpm may say `managed`).
  */
-export async function registerPages(app: FastifyInstance, config: Config, resolver: Resolver, log: Log, fpm: FpmAddress): Promise<PageHandler> {
+/** `extra`: parameters every page gets (the control API's address and token, so Wsfpm\Client works on any pool). */
+export async function registerPages(app: FastifyInstance, config: Config, resolver: Resolver, log: Log, fpm: FpmAddress, extra: Record<string, string> = {}): Promise<PageHandler> {
   const statics = new StaticFiles(config.root);
 
   // reply.sendFile only: routing is ours (no route of the plugin's own), and so is the choice of what may be served.
@@ -208,6 +209,7 @@ export async function registerPages(app: FastifyInstance, config: Config, resolv
       host: client.host,
       contentLength: body.length,
       ...(contentType !== undefined ? { contentType } : {}),
+      extra,
     }, script);
 
     const php = new PhpPage(fpm, params, raw.method === 'HEAD', config, rlog);

@@ -170,6 +170,8 @@ export async function startSitePool(maxChildren = 4): Promise<FpmPool> {
 export interface DeployPool {
   socket: string;
   statusSocket: string;
+  /** The test's stand-in for /var/lib/wsfpm/spool. */
+  spool: string;
   stop(): Promise<void>;
 }
 
@@ -214,7 +216,7 @@ export async function startDeployPool(dir: string, opts: { maxChildren: number; 
   ].join('\n'));
   const proc = new Proc('php-fpm (wsfpm-pool.conf)', binary, ['-y', conf, '-F']);
   await waitListening(proc, [{ path: socket }, { path: statusSocket }], log, 15_000);
-  return { socket, statusSocket, stop: () => proc.stop() };
+  return { socket, statusSocket, spool, stop: () => proc.stop() };
 }
 
 // ---------------------------------------------------------------- sites
@@ -628,4 +630,36 @@ export function describeProxyForm(form: ProxyForm): void {
       }
     });
   });
+}
+
+// ---------------------------------------------------------------- docs
+
+/**
+ * Lines of docs/deploy.md's ```LANG blocks that are in none of `files`, as a
+ * line of its own or as one in a comment (the env file example lives in the
+ * unit's comments). Empty when the docs quote the deploy files faithfully.
+ */
+export async function unquotedDocLines(lang: string, files: string[]): Promise<string[]> {
+  const doc = await readFile(path.join(REPO, 'docs', 'deploy.md'), 'utf8');
+  const known = new Set<string>();
+  for (const f of files) {
+    for (const line of (await readFile(f, 'utf8')).split('\n')) {
+      known.add(line.trim());
+      known.add(line.trim().replace(/^[#;]\s*/, ''));
+    }
+  }
+  const missing: string[] = [];
+  const block = new RegExp('^\\s*```' + lang + '\\n([\\s\\S]*?)^\\s*```', 'gm');
+  for (const m of doc.matchAll(block)) {
+    for (const line of m[1]!.split('\n').map((l) => l.trim()).filter(Boolean)) {
+      if (!known.has(line)) missing.push(line);
+    }
+  }
+  return missing;
+}
+
+/** How many ```LANG blocks docs/deploy.md has (so an empty check cannot pass by finding none). */
+export async function docBlockCount(lang: string): Promise<number> {
+  const doc = await readFile(path.join(REPO, 'docs', 'deploy.md'), 'utf8');
+  return doc.split('\n').filter((l) => l.trim() === '```' + lang).length;
 }

@@ -1,0 +1,190 @@
+/**
+ * Soak: `npm run soak -- --minutes N [--connections 1000] [--interval-ms 10000]`.
+ *
+ * Starts a php-fpm pool of its own and the wsfpm daemon as a child process
+ * (so its memory is its own), opens the connections, and has each send a
+ * numbered message every interval to an echo script for N minutes. Every 30 s
+ * it samples the daemon's RSS, the php-fpm pool's PSS (master + workers, from
+ * /proc/PID/smaps_rollup) and the space the pool's php://input spool files
+ * hold on disk. At the end it waits for the last echoes and reports drift
+ * (last sample against the first one after warm-up) and lost messages.
+ * Exit code 1 when a message was lost or out of order.
+ */
+import { spawn } from 'node:child_process';
+import { readdir, readFile, readlink, stat } from 'node:fs/promises';
+import net from 'node:net';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import WebSocket from 'ws';
+import { FpmPool } from '../src/fpm/pool.ts';
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+
+function arg(name: string, fallback: number): number {
+  const i = process.argv.indexOf(`--${name}`);
+  const v = i === -1 ? fallback : Number(process.argv[i + 1]);
+  if (!Number.isFinite(v) || v <= 0) throw new Error(`--${name} needs a positive number`);
+  return v;
+}
+
+const minutes = arg('minutes', 1);
+const connections = arg('connections', 1000);
+const intervalMs = arg('interval-ms', 10_000);
+const SAMPLE_MS = 30_000;
+
+async function freePort(): Promise<number> {
+  const s = net.createServer();
+  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
+  const port = (s.address() as net.AddressInfo).port;
+  await new Promise((r) => s.close(r));
+  return port;
+}
+
+async function kib(file: string, field: RegExp): Promise<number> {
+  const text = await readFile(file, 'utf8').catch(() => '');
+  return Number(field.exec(text)?.[1] ?? 0);
+}
+
+/** php-fpm master and workers: the master's pid and every process whose parent it is. */
+async function poolPids(master: number): Promise<number[]> {
+  const pids = [master];
+  for (const p of await readdir('/proc')) {
+    if (!/^\d+$/.test(p)) continue;
+    const st = await readFile(`/proc/${p}/stat`, 'utf8').catch(() => '');
+    const ppid = Number(st.slice(st.lastIndexOf(')') + 2).split(' ')[1]);
+    if (ppid === master) pids.push(Number(p));
+  }
+  return pids;
+}
+
+async function spoolBytes(pids: number[], spoolDir: string): Promise<number> {
+  let total = 0;
+  for (const pid of pids) {
+    for (const fd of await readdir(`/proc/${pid}/fd`).catch(() => [] as string[])) {
+      const target = await readlink(`/proc/${pid}/fd/${fd}`).catch(() => '');
+      if (!target.startsWith(spoolDir + '/')) continue;
+      const st = await stat(`/proc/${pid}/fd/${fd}`).catch(() => null);
+      if (st) total += st.blocks * 512;
+    }
+  }
+  return total;
+}
+
+interface Sample {
+  atS: number;
+  daemonRssMiB: number;
+  fpmPssMiB: number;
+  spoolKiB: number;
+  sent: number;
+  received: number;
+}
+
+async function main(): Promise<void> {
+  const pool = await FpmPool.start({ maxChildren: connections + 10, privateSessions: true });
+  const port = await freePort();
+  const daemon = spawn(process.execPath, [
+    path.join(ROOT, 'bin/wsfpm.js'), '--fpm', `unix:${pool.socket}`, '--root', path.join(ROOT, 'examples/echo'),
+    '--port', String(port), '--max-connections', String(connections + 10), '--max-per-ip', String(connections + 10),
+    '--control', 'tcp:127.0.0.1:0', '--log-level', 'warn',
+  ], { stdio: ['ignore', 'inherit', 'inherit'] });
+  const clients: WebSocket[] = [];
+  const expected: number[] = [];
+  const samples: Sample[] = [];
+  let sent = 0;
+  let received = 0;
+  let disorder = 0;
+  let closedEarly = 0;
+  const started = Date.now();
+  try {
+    for (let i = 0; i < 100; i++) {
+      const up = await new Promise<boolean>((r) => net.connect(port, '127.0.0.1').on('connect', function (this: net.Socket) { this.destroy(); r(true); }).on('error', () => r(false)));
+      if (up) break;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    // Open in batches of 50, like a crowd arriving, not a single burst.
+    for (let i = 0; i < connections; i += 50) {
+      await Promise.all(Array.from({ length: Math.min(50, connections - i) }, (_, k) => new Promise<void>((resolve, reject) => {
+        const n = i + k;
+        const ws = new WebSocket(`ws://127.0.0.1:${port}/echo.php`);
+        expected[n] = 0;
+        ws.on('open', () => resolve());
+        ws.on('error', reject);
+        ws.on('message', (data) => {
+          received++;
+          if (String(data) !== `echo: ${n}:${expected[n]}`) disorder++;
+          expected[n]!++;
+        });
+        ws.on('close', () => {
+          if (Date.now() - started < minutes * 60_000) closedEarly++;
+        });
+        clients[n] = ws;
+      })));
+    }
+    console.error(`soak: ${connections} connections open; ${minutes} min, one message per connection every ${intervalMs} ms`);
+    const seq = new Array<number>(connections).fill(0);
+    const timers = clients.map((ws, n) => {
+      // Spread the sends over the interval.
+      const start = setTimeout(() => {
+        const t = setInterval(() => {
+          if (ws.readyState !== WebSocket.OPEN) return;
+          ws.send(`${n}:${seq[n]!++}`);
+          sent++;
+        }, intervalMs);
+        timers.push(t as unknown as NodeJS.Timeout);
+      }, (n * intervalMs) / connections);
+      return start;
+    });
+    const pids = await poolPids(pool.pid!);
+    const sample = async (): Promise<void> => {
+      const fpmPids = await poolPids(pool.pid!);
+      let pss = 0;
+      for (const pid of fpmPids) pss += await kib(`/proc/${pid}/smaps_rollup`, /^Pss:\s+(\d+) kB/m);
+      samples.push({
+        atS: Math.round((Date.now() - started) / 1000),
+        daemonRssMiB: +((await kib(`/proc/${daemon.pid}/status`, /^VmRSS:\s+(\d+) kB/m)) / 1024).toFixed(1),
+        fpmPssMiB: +(pss / 1024).toFixed(1),
+        spoolKiB: Math.round((await spoolBytes(fpmPids, pool.spoolDir)) / 1024),
+        sent,
+        received,
+      });
+      console.error(`soak: ${JSON.stringify(samples[samples.length - 1])}`);
+    };
+    await sample();
+    void pids;
+    const end = started + minutes * 60_000;
+    while (Date.now() < end) {
+      await new Promise((r) => setTimeout(r, Math.min(SAMPLE_MS, end - Date.now())));
+      await sample();
+    }
+    for (const t of timers) clearTimeout(t);
+    for (const t of timers) clearInterval(t);
+    // The last echoes.
+    for (let i = 0; i < 50 && received < sent; i++) await new Promise((r) => setTimeout(r, 100));
+    const warm = samples.find((s) => s.atS >= Math.min(120, (minutes * 60) / 4)) ?? samples[0]!;
+    const last = samples[samples.length - 1]!;
+    const drift = (a: number, b: number): number => +(((b - a) / a) * 100).toFixed(2);
+    const report = {
+      minutes,
+      connections,
+      intervalMs,
+      sent,
+      received,
+      lost: sent - received,
+      outOfOrder: disorder,
+      closedEarly,
+      daemonRssMiB: { warm: warm.daemonRssMiB, last: last.daemonRssMiB, driftPercent: drift(warm.daemonRssMiB, last.daemonRssMiB) },
+      fpmPssMiB: { warm: warm.fpmPssMiB, last: last.fpmPssMiB, driftPercent: drift(warm.fpmPssMiB, last.fpmPssMiB) },
+      spoolKiBMax: Math.max(...samples.map((s) => s.spoolKiB)),
+      samples,
+    };
+    console.log(JSON.stringify(report, null, 2));
+    process.exitCode = report.lost === 0 && disorder === 0 && closedEarly === 0 ? 0 : 1;
+  } finally {
+    for (const ws of clients) ws?.terminate();
+    daemon.kill('SIGTERM');
+    await new Promise((r) => daemon.once('exit', r));
+    await pool.stop();
+  }
+}
+
+await main();

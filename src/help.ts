@@ -1,0 +1,62 @@
+/**
+ * One line per setting, shown by `wsfpm --help` and rendered into
+ * docs/configuration.md (`npm run docs:config`; a test keeps the two equal).
+ */
+import { DEFAULTS } from './defaults.ts';
+import { envName, flagName } from './config.ts';
+
+export const HELP: Record<keyof typeof DEFAULTS, string> = {
+  host: 'address to listen on',
+  port: 'port to listen on (0: any free port)',
+  fpm: 'php-fpm address: unix:/path.sock, tcp:HOST:PORT, or managed (a php-fpm master of wsfpm\'s own)',
+  fpmStatus: 'php-fpm pm.status_listen address: refuse upgrades with 503 while no worker is idle',
+  fpmUser: 'managed pool: worker user when wsfpm runs as root',
+  fpmInherit: 'managed pool: the site\'s pool file to copy php_value/env settings from',
+  root: 'document root; URL paths map to .php scripts below it (default: current directory)',
+  index: 'front controller for paths with no script of their own ("" disables)',
+  routes: 'explicit routes, comma-separated: /url=script.php',
+  pages: 'serve PHP pages and static files for requests that are not websocket upgrades (true/false)',
+  maxMessage: 'largest message either way, bytes; a bigger client message closes with 1009',
+  handshakeTimeout: 'how long PHP may take to accept or refuse, ms; then 503',
+  pingInterval: 'server ping interval, ms (0 disables); a silent client is dropped after two',
+  closeGrace: 'time PHP gets to finish after the websocket ends, ms',
+  highWater: 'bytes buffered toward one side before the other is paused',
+  control: 'control API listener for publish/send/presence: tcp:127.0.0.1:PORT or unix:/path ("" disables); never public',
+  controlToken: 'bearer token of the control API (at least 16 characters; default: random per start)',
+  maxChannels: 'channel subscriptions one connection may hold',
+  redis: 'Redis URL shared by several wsfpm nodes (channels, presence, sends by id); "" for one node',
+  trustProxy: 'proxies whose X-Forwarded-* headers are believed: IPs or CIDRs ("" trusts none)',
+  allowOrigins: 'origins allowed besides the same host, comma-separated (* for any)',
+  maxConnections: 'open websocket connections at most; more get 503',
+  maxPerIp: 'open websocket connections from one client address at most; more get 429',
+  messageRate: 'messages per second one client may send (1 s burst); more close 1008; 0 disables',
+  requestTimeout: 'how long a client may take to send its request headers, ms; then 408',
+  drainTimeout: 'on SIGTERM, how long connections get to finish before closing with 1001, ms',
+  maxRejectBody: 'largest body PHP may send when refusing an upgrade, bytes',
+  maxHeaderBlock: 'largest CGI header block PHP may send, bytes',
+  logLevel: 'fatal, error, warn, info, debug, trace or silent',
+};
+
+/** docs/configuration.md, from DEFAULTS and HELP. */
+export function configurationMarkdown(): string {
+  const rows = (Object.keys(DEFAULTS) as Array<keyof typeof DEFAULTS>).map((key) => {
+    const d = DEFAULTS[key];
+    const shown = d === '' ? '(empty)' : `\`${String(d)}\``;
+    return `| \`${flagName(key)}\` | \`${envName(key)}\` | ${shown} | ${HELP[key].replace(/\|/g, '\\|')} |`;
+  });
+  return [
+    '# Configuration reference',
+    '',
+    '<!-- Generated from src/defaults.ts and src/help.ts by `npm run docs:config`; a test fails when this file is stale. -->',
+    '',
+    'Every setting is a flag, a `WSFPM_*` environment variable, or a line in `.env` in the working directory',
+    '(`--env-file PATH` names another file). Flags win over the environment, which wins over `.env`.',
+    'Sizes take `k`, `m`, `g` suffixes (`--max-message 4m`); times take `ms`, `s`, `m`, `h` (`--ping-interval 20s`).',
+    'A bad value stops start-up with a message naming the flag, the variable and what is accepted (exit code 2).',
+    '',
+    '| flag | variable | default | meaning |',
+    '|---|---|---|---|',
+    ...rows,
+    '',
+  ].join('\n');
+}
