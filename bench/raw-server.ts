@@ -10,12 +10,23 @@
  *             (one ws.send per subscriber, skipping one with more than 1 MiB
  *             queued, as the daemon's FORWARD delivery does)
  *
+ * Plain HTTP on the same port is the site behind wsfpm in the proxy scenario
+ * (front mode): GET /page answers 200 with a 32 B body and `x-bench-upstream: 1`.
+ *
  * IPC as bench/daemon.ts: `ready`, `stats`, `stop`.
  */
+import http from 'node:http';
 import { WebSocketServer, type WebSocket } from 'ws';
 
 const HIGH_WATER = 1 << 20;
-const wss = new WebSocketServer({ host: '127.0.0.1', port: 0, perMessageDeflate: false, maxPayload: 1 << 20 });
+const PAGE = Buffer.alloc(32, 'p');
+const server = http.createServer((req, res) => {
+  req.resume();
+  res.writeHead(req.url?.startsWith('/page') ? 200 : 404, { 'content-type': 'text/plain', 'content-length': String(PAGE.length), 'x-bench-upstream': '1' });
+  res.end(PAGE);
+});
+server.keepAliveTimeout = 60_000;
+const wss = new WebSocketServer({ server, perMessageDeflate: false, maxPayload: 1 << 20 });
 const subscribers = new Set<WebSocket>();
 
 wss.on('connection', (ws, req) => {
@@ -39,8 +50,8 @@ wss.on('connection', (ws, req) => {
   ws.on('message', (data, binary) => ws.send(data as Buffer, { binary }));
 });
 
-await new Promise<void>((resolve) => wss.once('listening', () => resolve()));
-const addr = wss.address();
+await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', () => resolve()));
+const addr = server.address();
 const port = typeof addr === 'object' && addr ? addr.port : 0;
 
 let stopping = false;
@@ -48,7 +59,9 @@ function stop(): void {
   if (stopping) return;
   stopping = true;
   for (const ws of wss.clients) ws.terminate();
-  wss.close(() => process.exit(0));
+  server.closeAllConnections();
+  wss.close();
+  server.close(() => process.exit(0));
   setTimeout(() => process.exit(0), 3000).unref();
 }
 

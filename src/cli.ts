@@ -89,7 +89,7 @@ function environment(envFile: string | undefined): NodeJS.ProcessEnv {
 async function serve(config: Config): Promise<void> {
   const daemon = await createDaemon(config);
   const address = await daemon.app.listen({ host: config.host, port: config.port });
-  daemon.app.log.info({ address, fpm: config.fpm, root: config.root }, 'wsfpm listening');
+  daemon.app.log.info({ address, fpm: config.fpm, root: config.root, upstream: config.upstream || undefined }, 'wsfpm listening');
   let stopping = false;
   const stop = async (signal: string): Promise<void> => {
     if (stopping) return;
@@ -102,6 +102,9 @@ async function serve(config: Config): Promise<void> {
   };
   process.once('SIGTERM', () => void stop('SIGTERM'));
   process.once('SIGINT', () => void stop('SIGINT'));
+  // SIGHUP (systemctl reload, certbot's deploy hook) reloads the TLS certificate; without TLS it only logs, so a
+  // reload never stops the service (systemd does not restart a unit that SIGHUP killed).
+  process.on('SIGHUP', () => void daemon.reloadTls());
 }
 
 const DEMOS = ['echo', 'chat', 'progress'];

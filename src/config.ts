@@ -24,11 +24,21 @@ export interface Config {
   index: string;
   routes: ReadonlyMap<string, string>;
   pages: boolean;
+  /** In front of a site: the origin requests are passed to (`http://127.0.0.1:8080`); '' when not in front. */
+  upstream: string;
+  upstreamTimeout: number;
+  /** URL path prefixes whose upgrades are wsfpm's; empty: decided by the scripts under root. */
+  wsPaths: readonly string[];
+  /** Absolute paths of the PEM files; '' for plain HTTP. */
+  tlsCert: string;
+  tlsKey: string;
+  redirectPort: number;
   maxMessage: number;
   handshakeTimeout: number;
   pingInterval: number;
   closeGrace: number;
   highWater: number;
+  stallTimeout: number;
   origins: OriginPolicy;
   trustProxy: TrustPolicy;
   control: FpmAddress | null;
@@ -56,9 +66,9 @@ function address(raw: string, listen = false): FpmAddress {
 }
 
 /** Settings where an empty value means "none" (WSFPM_INDEX= disables the front controller); elsewhere an empty variable counts as unset. */
-const EMPTY_MEANS_NONE = new Set<Key>(['index', 'routes', 'allowOrigins', 'trustProxy', 'fpmStatus', 'fpmUser', 'fpmInherit', 'control', 'controlToken', 'redis']);
+const EMPTY_MEANS_NONE = new Set<Key>(['index', 'routes', 'allowOrigins', 'trustProxy', 'fpmStatus', 'fpmUser', 'fpmInherit', 'control', 'controlToken', 'redis', 'upstream', 'wsPaths', 'tlsCert', 'tlsKey']);
 const SIZE_KEYS = new Set<Key>(['maxMessage', 'highWater', 'maxRejectBody', 'maxHeaderBlock']);
-const TIME_KEYS = new Set<Key>(['handshakeTimeout', 'pingInterval', 'closeGrace', 'requestTimeout', 'drainTimeout']);
+const TIME_KEYS = new Set<Key>(['handshakeTimeout', 'pingInterval', 'closeGrace', 'requestTimeout', 'drainTimeout', 'stallTimeout', 'upstreamTimeout']);
 
 export const flagName = (key: string): string => '--' + key.replace(/[A-Z]/g, (c) => '-' + c.toLowerCase());
 export const envName = (key: string): string => 'WSFPM_' + key.replace(/[A-Z]/g, (c) => '_' + c).toUpperCase();
@@ -100,6 +110,38 @@ function parseRoutes(raw: string): Map<string, string> {
   return routes;
 }
 
+/** `http://host:port` only: the site behind sits on loopback or a private network, in plain HTTP. */
+function parseUpstream(raw: string): string {
+  if (!raw) return '';
+  let url: URL;
+  try {
+    url = new URL(raw);
+  } catch {
+    throw new Error('expected a URL such as http://127.0.0.1:8080');
+  }
+  if (url.protocol !== 'http:') throw new Error('expected an http:// URL (the site behind is reached in plain HTTP), such as http://127.0.0.1:8080');
+  if (url.username || url.password || url.search || url.hash || url.pathname !== '/') throw new Error('expected scheme, host and port only, such as http://127.0.0.1:8080');
+  return url.origin;
+}
+
+function parsePathPrefixes(raw: string): string[] {
+  const prefixes = raw.split(',').map((s) => s.trim()).filter(Boolean);
+  for (const p of prefixes) if (!p.startsWith('/') || /[\s?#]/.test(p)) throw new Error(`${JSON.stringify(p)}: expected URL path prefixes such as /ws/,/live/`);
+  return prefixes;
+}
+
+/** Settings that only make sense together, or not at all together. */
+function checkCombinations(config: Config): void {
+  const name = (key: Key): string => `${flagName(key)} (${envName(key)})`;
+  if (config.upstream && config.pages) {
+    throw new ConfigError(`${name('upstream')} and ${name('pages')} exclude each other: wsfpm either serves the pages itself or passes them to the site behind it`);
+  }
+  if (config.wsPaths.length > 0 && !config.upstream) throw new ConfigError(`${name('wsPaths')} only applies in front of a site: set ${name('upstream')} too`);
+  if (Boolean(config.tlsCert) !== Boolean(config.tlsKey)) throw new ConfigError(`${name('tlsCert')} and ${name('tlsKey')} go together: set both or neither`);
+  if (config.redirectPort !== 0 && !config.tlsCert) throw new ConfigError(`${name('redirectPort')} redirects to HTTPS: it needs ${name('tlsCert')} and ${name('tlsKey')}`);
+  if (config.redirectPort !== 0 && config.redirectPort === config.port) throw new ConfigError(`${name('redirectPort')} must differ from ${name('port')}`);
+}
+
 /** Raw string values by key, from flags over environment (which dotenv has filled) over defaults. */
 export function collect(flags: Record<string, string>, env: NodeJS.ProcessEnv): Map<Key, { raw: string; from: string }> {
   const out = new Map<Key, { raw: string; from: string }>();
@@ -125,7 +167,7 @@ export function buildConfig(flags: Record<string, string>, env: NodeJS.ProcessEn
     }
   };
   const num = (key: Key): number => get(key, (raw) => parseNumber(key, raw));
-  return Object.freeze({
+  const config: Config = {
     host: get('host', (raw) => {
       if (!raw) throw new Error('expected an address such as 127.0.0.1, ::1 or 0.0.0.0');
       return raw;
@@ -145,11 +187,18 @@ export function buildConfig(flags: Record<string, string>, env: NodeJS.ProcessEn
     }),
     routes: get('routes', parseRoutes),
     pages: get('pages', parseBoolean),
+    upstream: get('upstream', parseUpstream),
+    upstreamTimeout: num('upstreamTimeout'),
+    wsPaths: get('wsPaths', parsePathPrefixes),
+    tlsCert: get('tlsCert', (raw) => (raw ? path.resolve(cwd, raw) : '')),
+    tlsKey: get('tlsKey', (raw) => (raw ? path.resolve(cwd, raw) : '')),
+    redirectPort: num('redirectPort'),
     maxMessage: num('maxMessage'),
     handshakeTimeout: num('handshakeTimeout'),
     pingInterval: num('pingInterval'),
     closeGrace: num('closeGrace'),
     highWater: num('highWater'),
+    stallTimeout: num('stallTimeout'),
     origins: get('allowOrigins', (raw) => {
       const policy = parseOriginList(raw);
       for (const o of policy.allow) if (!/^https?:\/\/[^/\s]+$/.test(o)) throw new Error(`${o}: expected origins like https://example.com, or *`);
@@ -182,5 +231,7 @@ export function buildConfig(flags: Record<string, string>, env: NodeJS.ProcessEn
       if (!LOG_LEVELS.includes(raw)) throw new Error(`expected one of ${LOG_LEVELS.join(', ')}`);
       return raw;
     }),
-  });
+  };
+  checkCombinations(config);
+  return Object.freeze(config);
 }

@@ -28,6 +28,18 @@ export const DEFAULTS = Object.freeze({
   routes: '',
   /** Serve PHP pages and static files for requests that are not websocket upgrades (standalone mode, no web server in front). */
   pages: false,
+  /** In front of a site: URL of the web server behind (`http://127.0.0.1:8080`) that gets every request wsfpm does not answer itself; empty: not in front. */
+  upstream: '',
+  /** In front: how long the site behind may take to start its answer once it has the whole request, ms; then 504. */
+  upstreamTimeout: 60_000,
+  /** In front: URL path prefixes whose websocket upgrades are wsfpm's (`/ws/,/live/`); empty: every upgrade whose path names a script under --root. */
+  wsPaths: '',
+  /** PEM certificate chain; with tlsKey the listener speaks HTTPS/WSS (reloaded from disk on SIGHUP). */
+  tlsCert: '',
+  /** PEM private key of tlsCert. */
+  tlsKey: '',
+  /** With TLS: a plain-HTTP port that answers 301 to the same URL on https; 0: none. */
+  redirectPort: 0,
   /** Largest websocket message either way, bytes (client overflow closes 1009). */
   maxMessage: 1 * MiB,
   /** How long PHP may take to answer the upgrade with its header block, ms. */
@@ -38,6 +50,8 @@ export const DEFAULTS = Object.freeze({
   closeGrace: 5_000,
   /** Bytes buffered toward one side before the other side is paused. */
   highWater: 1 * MiB,
+  /** A client that has not read what is buffered toward it (over highWater) for this long is closed with 1013, ms. */
+  stallTimeout: 60_000,
   /** Control API listener (publish, send, presence) for page requests and backends: `tcp:127.0.0.1:PORT` or `unix:/path`; never public; empty disables. */
   control: 'tcp:127.0.0.1:8741',
   /** Bearer token the control API requires; empty: a random one per start (handed to a managed pool). */
@@ -73,11 +87,14 @@ export type Defaults = typeof DEFAULTS;
 /** Accepted ranges for numeric settings: [min, max]. */
 export const BOUNDS: Readonly<Record<string, readonly [number, number]>> = Object.freeze({
   port: [0, 65535],
+  upstreamTimeout: [100, 3_600_000],
+  redirectPort: [0, 65535],
   maxMessage: [1, 64 * MiB],
   handshakeTimeout: [100, 600_000],
   pingInterval: [0, 3_600_000],
   closeGrace: [0, 600_000],
   highWater: [16 * KiB, 64 * MiB],
+  stallTimeout: [1_000, 3_600_000],
   maxConnections: [1, 1_000_000],
   maxChannels: [1, 100_000],
   maxPerIp: [1, 1_000_000],

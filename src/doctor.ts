@@ -139,7 +139,11 @@ export async function runDoctor(target: string, options: DoctorOptions): Promise
     // Not wsfpm's report.
   }
   if (!report) {
-    say('fail', `the upgrade did not reach wsfpm: ${proxyProblem(diag.status, diag.headers.server)}`);
+    if (diag.headers['x-wsfpm-error'] === 'WSFPM_ERR_NOT_UPGRADE') {
+      say('fail', 'the request reached wsfpm without its Upgrade header: the proxy dropped the upgrade. Apache: the RewriteRule target must be ws://127.0.0.1:PORT (an http:// target works only with ProxyPass … upgrade=websocket). Nginx: proxy_http_version 1.1 and proxy_set_header Upgrade $http_upgrade / Connection $connection_upgrade');
+    } else {
+      say('fail', `the upgrade did not reach wsfpm: ${proxyProblem(diag.status, diag.headers.server)}`);
+    }
     return findings;
   }
   say('ok', `the upgrade reaches wsfpm ${report.wsfpm} (proxy at ${report.peer})`);

@@ -38,6 +38,9 @@ export const ERRORS = Object.freeze({
   WSFPM_ERR_TOO_MANY_FROM_IP: { status: 429, close: 1008, message: 'too many connections from this address' },
   WSFPM_ERR_DRAINING: { status: 503, close: 1001, message: 'the server is shutting down' },
   WSFPM_ERR_PING_TIMEOUT: { status: 408, close: 1006, message: 'client did not answer pings' },
+  // In front of a site (--upstream): what wsfpm answers when the site behind fails.
+  WSFPM_ERR_UPSTREAM_DOWN: { status: 502, close: 1011, message: 'the site behind wsfpm is unreachable' },
+  WSFPM_ERR_UPSTREAM_TIMEOUT: { status: 504, close: 1011, message: 'the site behind wsfpm did not answer in time' },
 } satisfies Record<string, ErrorSpec>);
 
 export type ErrorCode = keyof typeof ERRORS;

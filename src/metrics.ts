@@ -15,6 +15,8 @@ export class Metrics {
   readonly rejects: client.Counter<'reason'>;
   readonly limits: client.Counter<'limit'>;
   readonly headerWait: client.Histogram;
+  /** Label children bound once: the per-message path must not build label objects. */
+  readonly hot: { messagesIn: client.Counter.Internal; messagesOut: client.Counter.Internal; bytesIn: client.Counter.Internal; bytesOut: client.Counter.Internal };
   readonly duration: client.Histogram;
 
   constructor(collectPool: () => Promise<{ busy: number; idle: number } | null>, broker: () => { connected: boolean; failures: number } | null) {
@@ -26,6 +28,12 @@ export class Metrics {
     this.bytes = new client.Counter({ name: 'wsfpm_message_bytes_total', help: 'Websocket payload bytes, by direction.', labelNames: ['direction'], registers: r });
     this.rejects = new client.Counter({ name: 'wsfpm_rejects_total', help: 'Upgrades refused, by reason (error code, or php_STATUS when PHP refused).', labelNames: ['reason'], registers: r });
     this.limits = new client.Counter({ name: 'wsfpm_limit_hits_total', help: 'Limits hit by open connections, by limit.', labelNames: ['limit'], registers: r });
+    this.hot = {
+      messagesIn: this.messages.labels('in'),
+      messagesOut: this.messages.labels('out'),
+      bytesIn: this.bytes.labels('in'),
+      bytesOut: this.bytes.labels('out'),
+    };
     this.headerWait = new client.Histogram({
       name: 'wsfpm_fastcgi_header_seconds',
       help: 'Time from opening the FastCGI request to PHP\'s header block.',

@@ -11,10 +11,11 @@
  * .htaccess files at request time (so one Apache per backend).
  */
 import assert from 'node:assert/strict';
-import { readFile, rm } from 'node:fs/promises';
+import { readFile, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { DEFAULTS } from '../src/defaults.ts';
+import { runDoctor } from '../src/doctor.ts';
 import { startDaemon } from './helpers/harness.ts';
 import {
   DEPLOY, SITE, describeProxyForm, docBlockCount, siteWithHtaccess, startApache, startDeployPool, startSitePool, tempDir, unquotedDocLines,
@@ -145,3 +146,47 @@ describe('docs/deploy.md', () => {
 });
 
 for (const f of Object.values(forms)) describeProxyForm(f);
+
+describe('wsfpm doctor through Apache', () => {
+  it('passes the deploy setup, and measures that pings outlast Apache\'s idle timeout', async () => {
+    const findings = await runDoctor(`http://127.0.0.1:${forms.htaccessPrefix.port}/ws/echo.php`, { idleCheck: TIMEOUT_S + 2 });
+    assert.deepEqual(findings.filter((f) => f.verdict === 'fail'), []);
+    assert.ok(findings.some((f) => f.verdict === 'ok' && /cuts idle websockets after 2\.\d s; wsfpm pings every 1 s/.test(f.text)), JSON.stringify(findings));
+  });
+
+  it('names what is wrong with the untuned daemon: untrusted proxy, origin, no pings', async () => {
+    const fails = (await runDoctor(`http://127.0.0.1:${forms.vhostPrefix.untunedPort}/ws/echo.php`, { idleCheck: TIMEOUT_S + 2 }))
+      .filter((f) => f.verdict === 'fail').map((f) => f.text).join('\n');
+    assert.match(fails, /not trusted.*--trust-proxy/);
+    assert.match(fails, /origin check refuses/);
+    assert.match(fails, /cuts idle websockets after 2\.\d s, but wsfpm pings every 0 s/);
+  });
+
+  it('explains a broken .htaccess whose target is http:// instead of ws://', async () => {
+    const tmp = await tempDir('wsfpm-apache-broken-');
+    try {
+      const broken = path.join(tmp, 'htaccess-http');
+      await writeFile(broken, (await readFile(HTACCESS_PREFIX, 'utf8')).replaceAll('ws://', 'http://'));
+      const root = await siteWithHtaccess(tmp, 'broken', broken);
+      const wsfpm = await startDaemon(await brokenPool(), { root, logLevel: 'warn' });
+      const apache = await startApache({ vhosts: [{ docroot: root, fpmSocket: brokenSite!.socket, backend: `127.0.0.1:${wsfpm.port}`, allowOverride: 'FileInfo' }], timeout: TIMEOUT_S });
+      try {
+        const fails = (await runDoctor(`http://127.0.0.1:${apache.ports[0]}/ws/echo.php`, { idleCheck: 0 })).filter((f) => f.verdict === 'fail');
+        assert.equal(fails.length, 1, JSON.stringify(fails));
+        assert.match(fails[0]!.text, /without its Upgrade header.*must be ws:\/\//);
+      } finally {
+        await apache.stop();
+        await wsfpm.close();
+      }
+    } finally {
+      await rm(tmp, { recursive: true, force: true });
+    }
+  });
+});
+
+let brokenSite: Awaited<ReturnType<typeof startSitePool>> | undefined;
+async function brokenPool(): Promise<Awaited<ReturnType<typeof startSitePool>>> {
+  brokenSite ??= await startSitePool();
+  cleanups.push(() => brokenSite!.stop());
+  return brokenSite;
+}

@@ -39,11 +39,14 @@ const MiB = 1024 * KiB;
 /** The accepted ranges, written out from the project's documented limits. */
 const EXPECTED_BOUNDS: Record<string, [number, number]> = {
   port: [0, 65535],
+  upstreamTimeout: [100, 3_600_000],
+  redirectPort: [0, 65535],
   maxMessage: [1, 64 * MiB],
   handshakeTimeout: [100, 600_000],
   pingInterval: [0, 3_600_000],
   closeGrace: [0, 600_000],
   highWater: [16 * KiB, 64 * MiB],
+  stallTimeout: [1_000, 3_600_000],
   maxConnections: [1, 1_000_000],
   maxChannels: [1, 100_000],
   maxPerIp: [1, 1_000_000],
@@ -81,6 +84,12 @@ describe('defaults', () => {
       index: 'index.php',
       routes: new Map(),
       pages: false,
+      upstream: '',
+      upstreamTimeout: 60_000,
+      wsPaths: [],
+      tlsCert: '',
+      tlsKey: '',
+      redirectPort: 0,
       maxMessage: 1 * MiB,
       handshakeTimeout: 5000,
       pingInterval: 25_000,
@@ -96,6 +105,7 @@ describe('defaults', () => {
       messageRate: 1000,
       requestTimeout: 10_000,
       drainTimeout: 10_000,
+      stallTimeout: 60_000,
       maxConnections: 1000,
       maxRejectBody: 64 * KiB,
       maxHeaderBlock: 32 * KiB,
@@ -118,26 +128,30 @@ describe('defaults', () => {
   });
 });
 
+/** Settings a numeric one needs beside it to be accepted at all. */
+const COMPANIONS: Record<string, Record<string, string>> = { redirectPort: { tlsCert: 'cert.pem', tlsKey: 'key.pem' } };
+
 describe('numeric bounds', () => {
   for (const [key, [min, max]] of Object.entries(EXPECTED_BOUNDS)) {
     const flag = flagName(key);
     const env = envName(key);
+    const companions = COMPANIONS[key] ?? {};
     test(`${key}: ${min} and ${max} accepted, ${min - 1} and ${max + 1} refused (flag and env)`, () => {
-      assert.equal(build({ [key]: String(min) })[key as keyof Config], min);
-      assert.equal(build({ [key]: String(max) })[key as keyof Config], max);
-      assert.equal(build({}, { [env]: String(min) })[key as keyof Config], min);
-      assert.equal(build({}, { [env]: String(max) })[key as keyof Config], max);
+      assert.equal(build({ ...companions, [key]: String(min) })[key as keyof Config], min);
+      assert.equal(build({ ...companions, [key]: String(max) })[key as keyof Config], max);
+      assert.equal(build(companions, { [env]: String(min) })[key as keyof Config], min);
+      assert.equal(build(companions, { [env]: String(max) })[key as keyof Config], max);
 
       const range = `${min} to ${max}`;
       for (const bad of [String(min - 1), String(max + 1)]) {
         // From a flag: the message names the flag with its value, the variable, and the range.
-        assertConfigError(() => build({ [key]: bad }), `${flag}=${JSON.stringify(bad)}`, `(${flag} / ${env})`, range);
+        assertConfigError(() => build({ ...companions, [key]: bad }), `${flag}=${JSON.stringify(bad)}`, `(${flag} / ${env})`, range);
         // From the environment: names the variable with its value, and the flag.
-        assertConfigError(() => build({}, { [env]: bad }), `${env}=${JSON.stringify(bad)}`, `(${flag} / ${env})`, range);
+        assertConfigError(() => build(companions, { [env]: bad }), `${env}=${JSON.stringify(bad)}`, `(${flag} / ${env})`, range);
       }
-      assertConfigError(() => build({ [key]: String(max + 1) }), `${max + 1} is out of range: ${range}`);
-      if (min > 0) assertConfigError(() => build({ [key]: String(min - 1) }), `${min - 1} is out of range: ${range}`);
-      else assertConfigError(() => build({ [key]: '-1' }), `expected a number`);
+      assertConfigError(() => build({ ...companions, [key]: String(max + 1) }), `${max + 1} is out of range: ${range}`);
+      if (min > 0) assertConfigError(() => build({ ...companions, [key]: String(min - 1) }), `${min - 1} is out of range: ${range}`);
+      else assertConfigError(() => build({ ...companions, [key]: '-1' }), `expected a number`);
     });
   }
 
@@ -259,7 +273,7 @@ describe('precedence: flag > environment > default', () => {
   });
 
   test('every setting can be given by flag and by environment', () => {
-    const flags = { host: '0.0.0.0', port: '9000', fpm: 'tcp:127.0.0.1:9001', root: '/var/www', index: 'app.php', routes: '/ws=ws.php', pages: 'yes', maxMessage: '2m', handshakeTimeout: '3s', pingInterval: '0', closeGrace: '1s', highWater: '32k', allowOrigins: '*', maxConnections: '10', maxRejectBody: '0', maxHeaderBlock: '4k', logLevel: 'silent', trustProxy: '10.0.0.0/8', fpmStatus: 'unix:/run/status.sock', fpmUser: 'www-data', fpmInherit: '/etc/php/www.conf', control: 'unix:/run/wsfpm.sock', controlToken: '0123456789abcdef', maxChannels: '7', redis: 'redis://127.0.0.1:6379/2', maxPerIp: '5', messageRate: '0', requestTimeout: '2s', drainTimeout: '1m' };
+    const flags = { host: '0.0.0.0', port: '9000', fpm: 'tcp:127.0.0.1:9001', root: '/var/www', index: 'app.php', routes: '/ws=ws.php', pages: 'no', maxMessage: '2m', handshakeTimeout: '3s', pingInterval: '0', closeGrace: '1s', highWater: '32k', allowOrigins: '*', maxConnections: '10', maxRejectBody: '0', maxHeaderBlock: '4k', logLevel: 'silent', trustProxy: '10.0.0.0/8', fpmStatus: 'unix:/run/status.sock', fpmUser: 'www-data', fpmInherit: '/etc/php/www.conf', control: 'unix:/run/wsfpm.sock', controlToken: '0123456789abcdef', maxChannels: '7', redis: 'redis://127.0.0.1:6379/2', maxPerIp: '5', messageRate: '0', requestTimeout: '2s', drainTimeout: '1m', stallTimeout: '5s', upstream: 'http://127.0.0.1:8080', upstreamTimeout: '30s', wsPaths: '/ws/, /live/', tlsCert: 'tls/cert.pem', tlsKey: '/etc/wsfpm/key.pem', redirectPort: '8080' };
     const env = Object.fromEntries(Object.entries(flags).map(([k, v]) => [envName(k), v]));
     const expected: Config = {
       host: '0.0.0.0',
@@ -271,7 +285,13 @@ describe('precedence: flag > environment > default', () => {
       root: '/var/www',
       index: 'app.php',
       routes: new Map([['/ws', 'ws.php']]),
-      pages: true,
+      pages: false,
+      upstream: 'http://127.0.0.1:8080',
+      upstreamTimeout: 30_000,
+      wsPaths: ['/ws/', '/live/'],
+      tlsCert: '/srv/site/tls/cert.pem',
+      tlsKey: '/etc/wsfpm/key.pem',
+      redirectPort: 8080,
       maxMessage: 2 * MiB,
       handshakeTimeout: 3000,
       pingInterval: 0,
@@ -287,6 +307,7 @@ describe('precedence: flag > environment > default', () => {
       messageRate: 0,
       requestTimeout: 2000,
       drainTimeout: 60_000,
+      stallTimeout: 5000,
       maxConnections: 10,
       maxRejectBody: 0,
       maxHeaderBlock: 4 * KiB,
@@ -361,6 +382,54 @@ describe('other settings', () => {
     for (const level of ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']) assert.equal(build({ logLevel: level }).logLevel, level);
     assertConfigError(() => build({ logLevel: 'verbose' }), '--log-level', 'WSFPM_LOG_LEVEL', 'expected one of fatal, error, warn, info, debug, trace, silent');
     assertConfigError(() => build({ logLevel: 'DEBUG' }), 'expected one of');
+  });
+});
+
+describe('in front of a site, TLS', () => {
+  test('upstream: an http:// origin, normalized; "" is not in front', () => {
+    assert.equal(build({ upstream: 'http://127.0.0.1:8080' }).upstream, 'http://127.0.0.1:8080');
+    assert.equal(build({ upstream: 'http://LOCALHOST:8080/' }).upstream, 'http://localhost:8080');
+    assert.equal(build({ upstream: 'http://[::1]:80' }).upstream, 'http://[::1]');
+    assert.equal(build({}, { WSFPM_UPSTREAM: '' }).upstream, '');
+    assertConfigError(() => build({ upstream: '127.0.0.1:8080' }), '--upstream', 'WSFPM_UPSTREAM', 'expected a URL such as http://127.0.0.1:8080');
+    assertConfigError(() => build({ upstream: 'localhost:8080' }), 'expected an http:// URL');
+    assertConfigError(() => build({ upstream: 'not a url' }), 'expected a URL such as http://127.0.0.1:8080');
+    assertConfigError(() => build({ upstream: 'https://127.0.0.1:8443' }), 'expected an http:// URL');
+    for (const bad of ['http://127.0.0.1:8080/site', 'http://u:p@127.0.0.1:8080', 'http://127.0.0.1:8080/?a=1']) {
+      assertConfigError(() => build({ upstream: bad }), `--upstream=${JSON.stringify(bad)}`, 'expected scheme, host and port only');
+    }
+  });
+
+  test('upstream and pages exclude each other', () => {
+    assertConfigError(() => build({ upstream: 'http://127.0.0.1:8080', pages: 'true' }), '--upstream (WSFPM_UPSTREAM) and --pages (WSFPM_PAGES) exclude each other');
+    assertConfigError(() => build({}, { WSFPM_UPSTREAM: 'http://127.0.0.1:8080', WSFPM_PAGES: 'yes' }), 'exclude each other');
+  });
+
+  test('wsPaths: path prefixes, only in front', () => {
+    assert.deepEqual(build({ upstream: 'http://127.0.0.1:8080', wsPaths: '/ws/,, /live ' }).wsPaths, ['/ws/', '/live']);
+    assertConfigError(() => build({ upstream: 'http://127.0.0.1:8080', wsPaths: 'ws/' }), '--ws-paths', 'WSFPM_WS_PATHS', 'expected URL path prefixes');
+    assertConfigError(() => build({ upstream: 'http://127.0.0.1:8080', wsPaths: '/a b/' }), 'expected URL path prefixes');
+    assertConfigError(() => build({ wsPaths: '/ws/' }), '--ws-paths (WSFPM_WS_PATHS) only applies in front of a site', '--upstream (WSFPM_UPSTREAM)');
+  });
+
+  test('tlsCert and tlsKey: paths resolved against the working directory, both or neither', () => {
+    const c = build({ tlsCert: 'cert.pem', tlsKey: '/etc/key.pem' });
+    assert.equal(c.tlsCert, path.join(CWD, 'cert.pem'));
+    assert.equal(c.tlsKey, '/etc/key.pem');
+    assertConfigError(() => build({ tlsCert: 'cert.pem' }), '--tls-cert (WSFPM_TLS_CERT) and --tls-key (WSFPM_TLS_KEY) go together');
+    assertConfigError(() => build({}, { WSFPM_TLS_KEY: 'key.pem' }), 'go together');
+  });
+
+  test('redirectPort: needs TLS, and a port of its own', () => {
+    const tls = { tlsCert: 'c.pem', tlsKey: 'k.pem' };
+    assert.equal(build({ ...tls, port: '443', redirectPort: '80' }).redirectPort, 80);
+    assertConfigError(() => build({ redirectPort: '80' }), '--redirect-port (WSFPM_REDIRECT_PORT) redirects to HTTPS: it needs --tls-cert');
+    assertConfigError(() => build({ ...tls, port: '8443', redirectPort: '8443' }), '--redirect-port (WSFPM_REDIRECT_PORT) must differ from --port (WSFPM_PORT)');
+  });
+
+  test('upstreamTimeout takes time units', () => {
+    assert.equal(build({ upstreamTimeout: '2m' }).upstreamTimeout, 120_000);
+    assertConfigError(() => build({ upstreamTimeout: '50ms' }), '--upstream-timeout', 'WSFPM_UPSTREAM_TIMEOUT', '50 is out of range: 100 to 3600000 ms');
   });
 });
 

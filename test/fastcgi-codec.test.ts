@@ -24,6 +24,7 @@ import {
   endOfStream,
   recordHeader,
   streamRecords,
+  streamRecordsOf,
 } from '../src/fastcgi/records.ts';
 import { feedDecoder, fuzzInWorker, hex, prng, randInt, sameForAllChunkings, toHex, type Outcome } from './helpers/bytes.ts';
 
@@ -684,5 +685,52 @@ describe('CgiHeaderParser', () => {
   test('the maxBytes limit is the same whole and split (a partial terminator does not count)', () => {
     parseAll('A: b\n\nX', 4);
     parseAll('A: b\r\n\r\nX', 5);
+  });
+});
+
+describe('streamRecordsOf', () => {
+  test('a frame header and its payload travel in one unpadded record, the payload not copied', () => {
+    const head = Buffer.from([0x01, 0, 0, 0, 3]);
+    const payload = Buffer.from('abc');
+    const out = streamRecordsOf(RecordType.Stdin, 1, [head, payload]);
+    assert.deepEqual(out.map((b) => b.toString('hex')), ['0105000100080000', '0100000003', '616263']);
+    assert.equal(out[2], payload, 'the payload buffer itself is passed on');
+  });
+
+  test('records span parts freely at the 65528-byte chunk size; empty parts make no record', () => {
+    const a = Buffer.alloc(65_530, 1);
+    const b = Buffer.alloc(10, 2);
+    const out = streamRecordsOf(RecordType.Stdin, 1, [Buffer.alloc(0), a, b]);
+    const bytes = Buffer.concat(out);
+    // Record 1: 65528 bytes of a; record 2: the last 2 bytes of a and all of b.
+    assert.equal(bytes.readUInt16BE(4), 65_528);
+    assert.equal(bytes[6], 0);
+    const second = 8 + 65_528;
+    assert.equal(bytes.readUInt16BE(second + 4), 12);
+    assert.deepEqual([...bytes.subarray(second + 8)], [1, 1, ...Array(10).fill(2)]);
+    assert.deepEqual(streamRecordsOf(RecordType.Stdin, 1, [Buffer.alloc(0)]), []);
+  });
+});
+
+describe('RecordDecoder stream types', () => {
+  test('STDOUT content arrives in pieces that join to the content, whole or byte by byte; other records stay whole', () => {
+    // STDOUT "hello" padded to 8, STDERR "e!", empty STDOUT (end of stream).
+    const input = hex('01 06 00 01 00 05 03 00 68 65 6c 6c 6f 00 00 00  01 07 00 01 00 02 00 00 65 21  01 06 00 01 00 00 00 00');
+    for (const step of [input.length, 1, 3]) {
+      const pieces: Buffer[] = [];
+      const records: Array<[number, string]> = [];
+      const d = new RecordDecoder((r) => records.push([r.type, r.content.toString('latin1')]), {
+        types: new Set([RecordType.Stdout]),
+        onPiece: (type, id, piece) => {
+          assert.equal(type, RecordType.Stdout);
+          assert.equal(id, 1);
+          pieces.push(Buffer.from(piece));
+        },
+      });
+      for (let i = 0; i < input.length; i += step) d.push(input.subarray(i, i + step));
+      assert.equal(Buffer.concat(pieces).toString('latin1'), 'hello', `step ${step}`);
+      assert.deepEqual(records, [[RecordType.Stderr, 'e!'], [RecordType.Stdout, '']], `step ${step}`);
+      assert.ok(d.idle);
+    }
   });
 });

@@ -17,6 +17,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { DEFAULTS } from '../src/defaults.ts';
+import { runDoctor } from '../src/doctor.ts';
 import { open, startDaemon } from './helpers/harness.ts';
 import {
   DEPLOY, SITE, describeProxyForm, docBlockCount, nginxSyntax, startDeployPool, startNginx, startSitePool, tempDir, unquotedDocLines,
@@ -123,3 +124,20 @@ describe('docs/deploy.md', () => {
 });
 
 for (const f of Object.values(forms)) describeProxyForm(f);
+
+describe('wsfpm doctor through Nginx', () => {
+  it('passes both deploy forms, and measures that pings outlast proxy_read_timeout', async () => {
+    for (const [f, url] of [[forms.prefix, '/ws/echo.php'], [forms.sameUrl, '/echo.php']] as const) {
+      const findings = await runDoctor(`http://127.0.0.1:${f.port}${url}`, { idleCheck: READ_TIMEOUT_S + 2 });
+      assert.deepEqual(findings.filter((x) => x.verdict === 'fail'), [], f.name);
+      assert.ok(findings.some((x) => x.verdict === 'ok' && /cuts idle websockets after 2\.\d s; wsfpm pings every 1 s/.test(x.text)), JSON.stringify(findings));
+    }
+  });
+
+  it('names the untuned daemon\'s problems through the same Nginx', async () => {
+    const fails = (await runDoctor(`http://127.0.0.1:${forms.prefix.untunedPort}/ws/echo.php`, { idleCheck: READ_TIMEOUT_S + 2 }))
+      .filter((x) => x.verdict === 'fail').map((x) => x.text).join('\n');
+    assert.match(fails, /not trusted.*--trust-proxy/);
+    assert.match(fails, /pings every 0 s/);
+  });
+});

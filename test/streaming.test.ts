@@ -8,7 +8,7 @@ import { randomBytes } from 'node:crypto';
 import { readdir, readlink, stat } from 'node:fs/promises';
 import { after, before, it } from 'node:test';
 import type { WebSocket as ServerSocket } from 'ws';
-import { open, sleep, startHarness, type Harness } from './helpers/harness.ts';
+import { open, sleep, startDaemon, startHarness, type Harness } from './helpers/harness.ts';
 
 const MiB = 1024 * 1024;
 let h: Harness;
@@ -103,4 +103,24 @@ it('a PHP script that does not read throttles the client, and gets everything la
   assert.deepEqual(stats, { bytes: 40 * MiB, messages: 40 });
   c.ws.close();
   await c.closed;
+});
+
+it('a client that stops reading for --stall-timeout is closed with 1013, after what was queued for it', async () => {
+  const own = await startDaemon(h.pool, { stallTimeout: '1000', messageRate: '0' });
+  try {
+    const c = await open(own.url('/spam.php?pad=1000'));
+    c.ws.pause();
+    c.ws.send('100000');
+    await sleep(2500);
+    assert.ok(own.logs.some((l) => l.code === 'WSFPM_ERR_SLOW_CONSUMER'), 'the stall was logged');
+    c.ws.resume();
+    const closed = await c.closed;
+    assert.equal(closed.code, 1013);
+    // What was queued before the close arrived, in order, and nothing after it.
+    const got = c.messages.map((m) => m.data.toString('utf8').split(' ')[0]);
+    assert.ok(got.length > 0 && got.length < 100_000, `${got.length} messages`);
+    assert.deepEqual(got, Array.from({ length: got.length }, (_, i) => `m${i}`));
+  } finally {
+    await own.close();
+  }
 });

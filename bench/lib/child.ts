@@ -27,6 +27,8 @@ export class ServerChild {
   readonly proc: ChildProcess;
   readonly label: string;
   port = 0;
+  /** ms from spawn to listening (module loading, start-up): what a CPU profile of it should skip. */
+  startupMs = 0;
   #nextId = 1;
   #waiting = new Map<number, (msg: ChildMessage) => void>();
   #exited: Promise<void>;
@@ -61,6 +63,7 @@ export class ServerChild {
       stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
     });
     const child = new ServerChild(label, proc);
+    const t0 = performance.now();
     await new Promise<void>((resolve, reject) => {
       const timer = setTimeout(() => reject(new Error(`${label} did not start within 30 s`)), 30_000);
       const onMessage = (raw: unknown): void => {
@@ -69,6 +72,7 @@ export class ServerChild {
           clearTimeout(timer);
           proc.off('message', onMessage);
           child.port = Number(msg.port);
+          child.startupMs = performance.now() - t0;
           resolve();
         }
       };

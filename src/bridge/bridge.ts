@@ -7,7 +7,9 @@
  * websocket is paused (its TCP window closes, the client slows) until the
  * socket drains. PHP → client, bytes handed to the websocket but not yet
  * flushed are counted; above `highWater` php-fpm's socket is paused (PHP's
- * writes block) until they fall to half of it.
+ * writes block) until they fall to half of it. A client that leaves them
+ * unread for `stallTimeout` is closed (1013): it must not hold a worker
+ * forever. Hub deliveries never queue past `highWater` either (1013).
  *
  * Shutdown order:
  *  - client closes or vanishes: PHP gets CLOSE(code) then EOF on STDIN; it has
@@ -16,8 +18,11 @@
  *    messages are flushed; then as above (PHP gets EOF).
  *  - PHP's request ends: close 1000 (clean end), or 1011 when it ended
  *    abnormally (no END_REQUEST, bad frame, fatal error on STDERR).
+ *  - drain (server shutdown): PHP gets CLOSE 1001 then EOF; when its script
+ *    ends the client gets 1001, after everything the script sent.
  */
 import { isUtf8 } from 'node:buffer';
+import type { Socket } from 'node:net';
 import type { WebSocket, RawData } from 'ws';
 import { FrameType, closePayload, parseClosePayload, FrameError, type Frame } from '../protocol/frames.ts';
 import { channelHead } from '../protocol/channel-frames.ts';
@@ -33,6 +38,8 @@ export interface BridgeOptions {
   closeGrace: number;
   /** Client messages per second (a one-second burst allowed); over it: close 1008. 0 disables. */
   messageRate: number;
+  /** How long the client may leave highWater bytes unread before it is closed (1013). */
+  stallTimeout: number;
 }
 
 /** Live counters for metrics; the bridge knows nothing of how they are exported. */
@@ -89,6 +96,7 @@ export function bridge(ws: WebSocket, php: PhpEndpoint, who: BridgeIdentity, hub
   let graceTimer: NodeJS.Timeout | null = null;
   let ticker: NodeJS.Timeout | null = null;
   let draining = false;
+  let stallTimer: NodeJS.Timeout | null = null;
   let tokens = options.messageRate;
   let refilled = Date.now();
   const started = Date.now();
@@ -124,12 +132,29 @@ export function bridge(ws: WebSocket, php: PhpEndpoint, who: BridgeIdentity, hub
     if (err) return;
     if (phpPaused && unflushed <= options.highWater / 2) {
       phpPaused = false;
+      if (stallTimer) clearTimeout(stallTimer);
+      stallTimer = null;
       php.resume();
     }
   };
 
+  // The frames of one php-fpm chunk leave in one writev: ws writes each frame on its own otherwise.
+  // ws has no public cork; it keeps its socket as `_socket` (private, but the same in every ws release).
+  const socket = (ws as unknown as { _socket?: Socket })._socket;
+  let corked = false;
+  const corkForTick = (): void => {
+    if (corked || !socket) return;
+    corked = true;
+    socket.cork();
+    process.nextTick(() => {
+      corked = false;
+      socket.uncork();
+    });
+  };
+
   const toClient = (frame: Frame): void => {
     if (closeSent || wsClosed) return;
+    corkForTick();
     const binary = frame.type === FrameType.Binary;
     if (!binary && !isUtf8(frame.payload)) {
       brokeProtocol(wsfpmError('WSFPM_ERR_PHP_FRAME', 'text frame is not valid UTF-8'));
@@ -143,6 +168,14 @@ export function bridge(ws: WebSocket, php: PhpEndpoint, who: BridgeIdentity, hub
     if (!phpPaused && unflushed > options.highWater) {
       phpPaused = true;
       php.pause();
+      // PHP waits for this client; a client that never reads again must not hold a worker forever.
+      stallTimer = setTimeout(() => {
+        observer.limit('WSFPM_ERR_SLOW_CONSUMER');
+        brokeProtocol(wsfpmError('WSFPM_ERR_SLOW_CONSUMER', `the client read nothing of ${unflushed} waiting bytes for ${options.stallTimeout} ms`));
+        // The close frame waits behind the unread bytes; a client that reads none of them is cut.
+        setTimeout(() => wsClosed || ws.terminate(), options.closeGrace).unref();
+      }, options.stallTimeout);
+      stallTimer.unref();
     }
   };
 
@@ -272,6 +305,7 @@ export function bridge(ws: WebSocket, php: PhpEndpoint, who: BridgeIdentity, hub
 
   ws.on('close', (code: number, reasonBuf: Buffer) => {
     wsClosed = true;
+    if (stallTimer) clearTimeout(stallTimer);
     hub.remove(who.id);
     if (pinger) clearInterval(pinger);
     if (ticker) clearInterval(ticker);

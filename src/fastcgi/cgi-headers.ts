@@ -88,3 +88,15 @@ function parseBlock(text: string): CgiHead {
   if (status === 0) status = headers.some(([n]) => n.toLowerCase() === 'location') ? 302 : 200;
   return { status, statusText, headers };
 }
+
+/** Headers by lower-cased name, repeated ones (Set-Cookie) kept as a list, for an HTTP reply. */
+export function groupHeaders(headers: Array<[string, string]>): Map<string, string[]> {
+  const out = new Map<string, string[]>();
+  for (const [name, value] of headers) {
+    const lower = name.toLowerCase();
+    const list = out.get(lower);
+    if (list) list.push(value);
+    else out.set(lower, [value]);
+  }
+  return out;
+}

@@ -38,7 +38,17 @@ export class RecordDecoder {
   #parts: Buffer[] = [];
   #partsLength = 0;
 
-  constructor(private readonly onRecord: (record: FcgiRecord) => void) {}
+  /**
+   * `stream`: record types whose content is a byte stream (STDOUT). Their
+   * content goes to `onPiece` as it arrives, in views of the fed chunks, and
+   * is never gathered into whole records: a large message then crosses the
+   * decoder without a copy. Their empty end-of-stream record is still an
+   * `onRecord`.
+   */
+  constructor(
+    private readonly onRecord: (record: FcgiRecord) => void,
+    private readonly stream?: { types: ReadonlySet<number>; onPiece: (type: number, requestId: number, piece: Buffer) => void },
+  ) {}
 
   /** Feeds bytes; throws FcgiDecodeError (and stays failed) on a malformed stream. */
   push(chunk: Buffer): void {
@@ -89,6 +99,16 @@ export class RecordDecoder {
   #readContent(chunk: Buffer, off: number): number {
     const need = this.#contentLength - this.#partsLength;
     const avail = chunk.length - off;
+    if (this.stream?.types.has(this.#type)) {
+      const take = Math.min(need, avail);
+      this.#partsLength += take;
+      this.stream.onPiece(this.#type, this.#requestId, chunk.subarray(off, off + take));
+      if (this.#partsLength === this.#contentLength) {
+        this.#partsLength = 0;
+        this.#state = this.#paddingLeft > 0 ? State.Padding : State.Header;
+      }
+      return off + take;
+    }
     if (this.#partsLength === 0 && avail >= need) {
       this.#emit(chunk.subarray(off, off + need));
       return off + need;

@@ -101,6 +101,38 @@ export function streamRecords(type: RecordType, requestId: number, content: Uint
   return out;
 }
 
+/**
+ * A stream's content given in parts (a frame header and its payload), as
+ * records that span the parts freely: php-fpm reads every record header and
+ * its padding with a read() of its own, so one frame in one record, unpadded,
+ * costs it the fewest reads. Padding is optional (spec 3.3). The parts are
+ * sliced, never copied.
+ */
+export function streamRecordsOf(type: RecordType, requestId: number, parts: readonly Buffer[]): Buffer[] {
+  const out: Buffer[] = [];
+  let i = 0;
+  let off = 0;
+  let left = parts.reduce((n, p) => n + p.length, 0);
+  while (left > 0) {
+    const size = Math.min(CHUNK, left);
+    out.push(recordHeader(type, requestId, size, 0));
+    let need = size;
+    while (need > 0) {
+      const part = parts[i]!;
+      const take = Math.min(need, part.length - off);
+      if (take > 0) out.push(off === 0 && take === part.length ? part : part.subarray(off, off + take));
+      off += take;
+      need -= take;
+      if (off === part.length) {
+        i++;
+        off = 0;
+      }
+    }
+    left -= size;
+  }
+  return out;
+}
+
 /** The empty record that ends a stream. */
 export function endOfStream(type: RecordType, requestId: number): Buffer {
   return recordHeader(type, requestId, 0, 0);

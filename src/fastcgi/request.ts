@@ -12,10 +12,12 @@ import net from 'node:net';
 import { type FpmAddress } from './address.ts';
 import { CgiHeaderError, CgiHeaderParser, type CgiHead } from './cgi-headers.ts';
 import { FcgiDecodeError, RecordDecoder, type FcgiRecord } from './decoder.ts';
-import { encodeBeginRequest, encodePairs, endOfStream, RecordType, streamRecords } from './records.ts';
+import { encodeBeginRequest, encodePairs, endOfStream, RecordType, streamRecords, streamRecordsOf } from './records.ts';
 import { wsfpmError, type WsfpmError } from '../errors.ts';
 
 const REQUEST_ID = 1;
+/** STDOUT is PHP's byte stream: its records' content is passed on in pieces, never gathered. */
+const STREAMED: ReadonlySet<number> = new Set([RecordType.Stdout]);
 const MAX_STDERR_LINE = 8 * 1024;
 
 export interface RequestHandlers {
@@ -49,7 +51,14 @@ export class FcgiRequest {
   constructor(address: FpmAddress, params: Iterable<readonly [string, string]>, handlers: RequestHandlers, options: RequestOptions) {
     this.#handlers = handlers;
     this.#headParser = new CgiHeaderParser(options.maxHeaderBlock);
-    this.#decoder = new RecordDecoder((record) => this.#onRecord(record));
+    this.#decoder = new RecordDecoder((record) => this.#onRecord(record), {
+      types: STREAMED,
+      onPiece: (_type, requestId, piece) => {
+        if (this.#done) return;
+        if (requestId !== REQUEST_ID) throw new FcgiDecodeError(`record for unknown request id ${requestId}`);
+        this.#onStdout(piece);
+      },
+    });
     this.#socket = address.kind === 'unix' ? net.connect({ path: address.path }) : net.connect({ host: address.host, port: address.port, noDelay: true });
     this.#socket.on('connect', () => {
       this.#connected = true;
@@ -75,19 +84,33 @@ export class FcgiRequest {
     return this.#done;
   }
 
-  /** Streams bytes to PHP's php://input. Returns false when the caller should wait for onDrain. */
+  /**
+   * Streams bytes to PHP's php://input, the parts (a frame's header and
+   * payload) in the same records. Writes of one tick leave in one writev.
+   * Returns false when the caller should wait for onDrain.
+   */
   writeStdin(data: Buffer | Buffer[]): boolean {
     if (this.#done || this.#stdinEnded) return true;
     const parts = Array.isArray(data) ? data : [data];
+    // streamRecordsOf never makes an empty STDIN record (that would mean EOF).
+    const records = streamRecordsOf(RecordType.Stdin, REQUEST_ID, parts);
+    if (records.length === 0) return !this.#socket.writableNeedDrain;
+    this.#corkForTick();
     let ok = true;
-    this.#socket.cork();
-    for (const part of parts) {
-      // An empty STDIN record means EOF; never send one by accident.
-      if (part.length === 0) continue;
-      for (const b of streamRecords(RecordType.Stdin, REQUEST_ID, part)) ok = this.#socket.write(b);
-    }
-    this.#socket.uncork();
+    for (const b of records) ok = this.#socket.write(b);
     return ok && !this.#socket.writableNeedDrain;
+  }
+
+  #corked = false;
+
+  #corkForTick(): void {
+    if (this.#corked) return;
+    this.#corked = true;
+    this.#socket.cork();
+    process.nextTick(() => {
+      this.#corked = false;
+      this.#socket.uncork();
+    });
   }
 
   /** Bytes queued toward php-fpm and not yet written to the socket. */

@@ -144,7 +144,8 @@ export class FpmPool {
       '[wsfpm]',
       ...(root ? [`user = ${user}`, `group = ${user}`] : []),
       `listen = ${this.socket}`,
-      'listen.backlog = 64',
+      // php-fpm's own default: bursts of handshakes must queue, not fail with EAGAIN.
+      'listen.backlog = 511',
       'pm = static',
       `pm.max_children = ${this.options.maxChildren}`,
       `pm.status_path = /status`,

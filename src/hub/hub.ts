@@ -98,8 +98,9 @@ export class Hub {
     const ids = this.#channels.get(channel);
     if (!ids) return 0;
     let reached = 0;
-    // A snapshot: a delivery may close a member, which edits the set.
-    for (const id of [...ids]) {
+    // No snapshot needed: a member a delivery closes leaves the set later, on its close event
+    // (and a Set skips entries deleted while it is iterated anyway).
+    for (const id of ids) {
       if (id === excludeId) continue;
       const entry = this.#members.get(id);
       if (entry && entry.member.deliverChannel(channel, data, binary, entry.channels.get(channel) ?? false)) reached++;

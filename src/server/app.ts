@@ -7,6 +7,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
+import type { Server as TlsServer } from 'node:tls';
 import Fastify, { LogController, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import fastifyWebsocket from '@fastify/websocket';
 import type { WebSocket } from 'ws';
@@ -14,7 +15,7 @@ import { bridge, type BridgeHandle, type BridgeObserver } from '../bridge/bridge
 import { Metrics } from '../metrics.ts';
 import { PhpEndpoint } from '../bridge/php-endpoint.ts';
 import { type FpmAddress } from '../fastcgi/address.ts';
-import { type CgiHead } from '../fastcgi/cgi-headers.ts';
+import { groupHeaders, type CgiHead } from '../fastcgi/cgi-headers.ts';
 import { readPoolStatus } from '../fpm/status.ts';
 import { ManagedFpm } from '../fpm/supervisor.ts';
 import { startControl } from '../control/server.ts';
@@ -29,6 +30,9 @@ import { diagnose, DOCTOR_SUFFIX } from './diagnose.ts';
 import { clientView } from './forwarded.ts';
 import { buildParams } from './params.ts';
 import { registerPages } from './pages.ts';
+import { registerFront } from './front.ts';
+import { registerRedirect } from './redirect.ts';
+import { reloadTls, serverOptions } from './tls.ts';
 import { Resolver } from './resolve.ts';
 
 /** What the hook learned about an accepted upgrade, for the handshake and the route. */
@@ -72,6 +76,8 @@ export interface Daemon {
   broker: RedisBroker | null;
   /** The control API's address and token, when it is enabled. */
   control: { address: string; token: string } | null;
+  /** Reads --tls-cert/--tls-key again for new connections (SIGHUP); false, old pair kept, when they do not load. */
+  reloadTls(): Promise<boolean>;
 }
 
 /** `logStream` receives pino's JSON lines (default: stdout). */
@@ -82,7 +88,8 @@ export async function createDaemon(config: Config, logStream?: { write(line: str
     logController: new LogController({ disableRequestLogging: true }),
     requestIdHeader: false,
     // Slowloris: a client gets requestTimeout to finish its request headers (checked every second), then 408.
-    http: { headersTimeout: config.requestTimeout, connectionsCheckingInterval: 1000 },
+    // With --tls-cert/--tls-key: `https` instead of `http`, with the same options (tls.ts).
+    ...serverOptions(config, { headersTimeout: config.requestTimeout, connectionsCheckingInterval: 1000 }),
   });
   const hub = new Hub(config.maxChannels);
   const broker = config.redis ? await RedisBroker.start(config.redis, hub, app.log as unknown as Log) : null;
@@ -132,12 +139,12 @@ export async function createDaemon(config: Config, logStream?: { write(line: str
   let draining = false;
   const observer: BridgeObserver = {
     messageIn(bytes) {
-      metrics.messages.inc({ direction: 'in' });
-      metrics.bytes.inc({ direction: 'in' }, bytes);
+      metrics.hot.messagesIn.inc();
+      metrics.hot.bytesIn.inc(bytes);
     },
     messageOut(bytes) {
-      metrics.messages.inc({ direction: 'out' });
-      metrics.bytes.inc({ direction: 'out' }, bytes);
+      metrics.hot.messagesOut.inc();
+      metrics.hot.bytesOut.inc(bytes);
     },
     limit(code) {
       metrics.limits.inc({ limit: code });
@@ -179,6 +186,8 @@ export async function createDaemon(config: Config, logStream?: { write(line: str
     if (!request.ws) return;
     // Other upgrades (h2c) are not ours: a page, as if there were no Upgrade header.
     if (pages && String(request.raw.headers.upgrade ?? '').toLowerCase() !== 'websocket') return void (await pages(request, reply));
+    // In front of a site: upgrades that are not wsfpm's go on to it (front.ts).
+    if (front && !(await front.owns(request.raw))) return front.upgrade(request, reply);
     const raw = request.raw as RawWithBinding;
     const socket = raw.socket;
     const id = randomBytes(16).toString('hex');
@@ -301,13 +310,16 @@ export async function createDaemon(config: Config, logStream?: { write(line: str
 
   // Standalone mode: requests that are not upgrades get PHP pages and static files (pages.ts).
   const pages = config.pages ? await registerPages(app, config, resolver, app.log as unknown as Log, fpm, controlEnv) : null;
+  // In front of a site: requests that are not wsfpm's websockets go to it (front.ts).
+  const front = config.upstream ? await registerFront(app, config, app.log as unknown as Log) : null;
+  if (config.redirectPort) registerRedirect(app, config, app.log as unknown as Log);
   app.route({
     method: 'GET',
     url: '/*',
     preValidation: decide,
-    handler: pages ?? ((_request, reply) => {
+    handler: pages ?? front?.web ?? ((_request, reply) => {
       const error = wsfpmError('WSFPM_ERR_NOT_UPGRADE');
-      reply.code(error.status).header('upgrade', 'websocket').type('text/plain; charset=utf-8').send(`${error.message}\n`);
+      reply.code(error.status).header('upgrade', 'websocket').header('x-wsfpm-error', error.code).type('text/plain; charset=utf-8').send(`${error.message}\n`);
     }),
     wsHandler: (socket: WebSocket, request: FastifyRequest) => {
       if ((request.raw as RawWithBinding)[kIdleProbe]) return holdIdle(socket);
@@ -352,6 +364,7 @@ export async function createDaemon(config: Config, logStream?: { write(line: str
     hub,
     broker,
     control: control ? { address: control.address, token: controlToken } : null,
+    reloadTls: () => reloadTls(app.server as unknown as TlsServer, config, app.log as unknown as Log),
   };
 }
 
@@ -368,15 +381,4 @@ async function poolIsFull(status: FpmAddress, log: Log): Promise<WsfpmError | nu
     log.warn({ code: 'WSFPM_ERR_FPM_STATUS', detail: (err as Error).message }, 'cannot read php-fpm status; going ahead');
     return null;
   }
-}
-
-function groupHeaders(headers: Array<[string, string]>): Map<string, string[]> {
-  const out = new Map<string, string[]>();
-  for (const [name, value] of headers) {
-    const lower = name.toLowerCase();
-    const list = out.get(lower);
-    if (list) list.push(value);
-    else out.set(lower, [value]);
-  }
-  return out;
 }

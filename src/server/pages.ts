@@ -47,7 +47,7 @@ import { Readable } from 'node:stream';
 import fastifyStatic from '@fastify/static';
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { type FpmAddress } from '../fastcgi/address.ts';
-import { type CgiHead } from '../fastcgi/cgi-headers.ts';
+import { groupHeaders, type CgiHead } from '../fastcgi/cgi-headers.ts';
 import { FcgiRequest } from '../fastcgi/request.ts';
 import { type Config } from '../config.ts';
 import { wsfpmError, type WsfpmError } from '../errors.ts';
@@ -290,17 +290,6 @@ export function checkHost(rawHeaders: readonly string[]): string | null {
   if (seen === undefined) return null;
   if (seen.length > 255 || !HOST.test(seen)) return `invalid Host ${JSON.stringify(seen.slice(0, 100))}`;
   return null;
-}
-
-function groupHeaders(headers: Array<[string, string]>): Map<string, string[]> {
-  const out = new Map<string, string[]>();
-  for (const [name, value] of headers) {
-    const lower = name.toLowerCase();
-    const list = out.get(lower);
-    if (list) list.push(value);
-    else out.set(lower, [value]);
-  }
-  return out;
 }
 
 // ---------------------------------------------------------------------------

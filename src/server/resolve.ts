@@ -10,6 +10,9 @@
 import { realpath, stat } from 'node:fs/promises';
 import path from 'node:path';
 
+const CACHE_MS = 1000;
+const CACHE_ENTRIES = 10_000;
+
 export interface ResolvedScript {
   documentRoot: string;
   filename: string;
@@ -35,8 +38,25 @@ export class Resolver {
     this.#realRoot.catch(() => {});
   }
 
+  /**
+   * Answers are kept for CACHE_MS: a burst of connections to one script
+   * costs one realpath and stat, and a new or removed file is seen within a
+   * second.
+   */
+  readonly #cache = new Map<string, { at: number; value: Promise<ResolvedScript | null> }>();
+
   /** The script for `pathname` (undecoded), or null: the caller answers 404. */
-  async resolve(rawPathname: string): Promise<ResolvedScript | null> {
+  resolve(rawPathname: string): Promise<ResolvedScript | null> {
+    const now = Date.now();
+    const hit = this.#cache.get(rawPathname);
+    if (hit && now - hit.at < CACHE_MS) return hit.value;
+    if (this.#cache.size >= CACHE_ENTRIES) this.#cache.clear();
+    const value = this.#resolve(rawPathname);
+    this.#cache.set(rawPathname, { at: now, value });
+    return value;
+  }
+
+  async #resolve(rawPathname: string): Promise<ResolvedScript | null> {
     const decoded = safeDecode(rawPathname);
     if (decoded === null) return null;
     const root = await this.#realRoot.catch(() => null);

@@ -265,11 +265,12 @@ const MODULES = '/usr/lib/apache2/modules';
 
 /**
  * Apache (Debian's apache2 binary, mpm_event) with the modules the deploy
- * files name: rewrite, proxy, proxy_http, headers; proxy_fcgi for the site.
+ * files name: rewrite, proxy, proxy_http, headers; proxy_fcgi for the site;
+ * `modules` adds others (behind-wsfpm.conf: remoteip, setenvif).
  * `timeout` (seconds) is both Timeout and ProxyTimeout: the idle limit of a
  * proxied websocket.
  */
-export async function startApache(opts: { vhosts: ApacheVhost[]; timeout: number; logLevel?: string }): Promise<WebServer> {
+export async function startApache(opts: { vhosts: ApacheVhost[]; timeout: number; logLevel?: string; modules?: string[] }): Promise<WebServer> {
   const apache = ['/usr/sbin/apache2', '/usr/sbin/httpd'].find((p) => existsSync(p));
   if (!apache) throw new Error('apache2 not found: apt-get install apache2');
   const dir = await tempDir('wsfpm-apache-');
@@ -299,8 +300,8 @@ export async function startApache(opts: { vhosts: ApacheVhost[]; timeout: number
   throw lastError;
 }
 
-function apacheConf(dir: string, ports: number[], opts: { vhosts: ApacheVhost[]; timeout: number; logLevel?: string }): string {
-  const mods = ['mpm_event', 'authz_core', 'dir', 'rewrite', 'headers', 'proxy', 'proxy_http', 'proxy_fcgi'];
+function apacheConf(dir: string, ports: number[], opts: { vhosts: ApacheVhost[]; timeout: number; logLevel?: string; modules?: string[] }): string {
+  const mods = ['mpm_event', 'authz_core', 'dir', 'rewrite', 'headers', 'proxy', 'proxy_http', 'proxy_fcgi', ...(opts.modules ?? [])];
   const lines = [
     `ServerRoot ${dir}`,
     `DefaultRuntimeDir ${dir}`,
@@ -356,6 +357,8 @@ export interface NginxServer {
   fpmSocket: string;
   /** Files of deploy/ included unchanged inside server{}. */
   include: string[];
+  /** Files included unchanged in the PHP location, after fastcgi_params. */
+  phpInclude?: string[];
 }
 
 /**
@@ -418,6 +421,7 @@ function nginxConf(dir: string, ports: number[], opts: { upstreamFile: string; s
       '        location ~ \\.php$ {',
       '            include /etc/nginx/fastcgi_params;',
       '            fastcgi_param SCRIPT_FILENAME $document_root$fastcgi_script_name;',
+      ...(s.phpInclude ?? []).map((f) => `            include ${f};`),
       `            fastcgi_pass unix:${s.fpmSocket};`,
       '        }',
       '    }',
