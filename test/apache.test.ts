@@ -136,9 +136,9 @@ describe('the deploy files as shipped', () => {
 
 describe('docs/deploy.md', () => {
   it('quotes the Apache files, the php-fpm pool and the systemd unit as they are', async () => {
-    assert.ok((await docBlockCount('apache')) >= 3);
+    assert.ok((await docBlockCount('apache')) >= 3, 'docs/deploy.md quotes at least 3 apache blocks');
     assert.deepEqual(await unquotedDocLines('apache', [HTACCESS_PREFIX, HTACCESS_SAME_URL, VHOST_PREFIX, VHOST_SAME_URL]), []);
-    assert.ok((await docBlockCount('ini')) >= 5);
+    assert.ok((await docBlockCount('ini')) >= 5, 'docs/deploy.md quotes at least 5 ini blocks');
     const pool = path.join(DEPLOY, 'php-fpm', 'wsfpm-pool.conf');
     const unit = path.join(DEPLOY, 'systemd', 'wsfpm.service');
     assert.deepEqual(await unquotedDocLines('ini', [pool, unit]), []);

@@ -304,7 +304,13 @@ describe('Handler API (Server::run)', () => {
     const closed = await c.closed;
     assert.equal(closed.code, 1011);
     assert.doesNotMatch(closed.reason, /secret/);
-    const lines = (await waitForFile(log)).trim().split('\n');
+    // onError's line is written before onClose's: wait for both.
+    let text = await waitForFile(log);
+    for (let i = 0; i < 200 && !text.includes('close'); i++) {
+      await sleep(25);
+      text = await readFile(log, 'utf8');
+    }
+    const lines = text.trim().split('\n');
     assert.equal(lines[0], 'error RuntimeException');
     assert.match(lines[1] ?? '', /^close 1011/);
   });

@@ -118,7 +118,7 @@ describe('the websocket pool (deploy/php-fpm/wsfpm-pool.conf)', () => {
 
 describe('docs/deploy.md', () => {
   it('quotes the nginx files as they are', async () => {
-    assert.ok((await docBlockCount('nginx')) >= 3);
+    assert.ok((await docBlockCount('nginx')) >= 3, 'docs/deploy.md quotes at least 3 nginx blocks');
     assert.deepEqual(await unquotedDocLines('nginx', [UPSTREAM, MAP, PREFIX, SAME_URL]), []);
   });
 });
