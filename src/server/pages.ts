@@ -37,40 +37,24 @@
  *       be running.
  */
 import { randomBytes } from 'node:crypto';
-import { createReadStream, createWriteStream, type WriteStream } from 'node:fs';
-import { unlink } from 'node:fs/promises';
-import { IncomingMessage, STATUS_CODES } from 'node:http';
+import { STATUS_CODES } from 'node:http';
 import net from 'node:net';
-import os from 'node:os';
-import path from 'node:path';
-import { Readable } from 'node:stream';
 import fastifyStatic from '@fastify/static';
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { type FpmAddress } from '../fastcgi/address.ts';
 import { groupHeaders, type CgiHead } from '../fastcgi/cgi-headers.ts';
-import { FcgiRequest } from '../fastcgi/request.ts';
 import { type Config } from '../config.ts';
-import { wsfpmError, type WsfpmError } from '../errors.ts';
 import { type Log } from '../log.ts';
 import { clientView, type ClientView } from './forwarded.ts';
+import { checkHost } from './host.ts';
+import { planBody } from './page-body.ts';
+import { pageLimits, PhpPage, type Failure } from './page-responder.ts';
 import { buildPageParams } from './params.ts';
 import { safeDecode, type ResolvedScript, type Resolver } from './resolve.ts';
 import { StaticFiles } from './static.ts';
 
-const MiB = 1024 * 1024;
-
-/**
- * Limits of the page responder. Not configuration (yet): tests lower them,
- * nothing else should need to.
- */
-export const pageLimits = {
-  /** ms PHP has to send its header block once its input has ended; then 504. */
-  headTimeout: 60_000,
-  /** Largest chunked request body (no Content-Length), bytes; PHP needs the length up front, so it is spooled first. Then 413. */
-  chunkedBodyLimit: 64 * MiB,
-  /** A chunked body up to this size is held in memory, a larger one in a temp file (mode 0600). */
-  chunkedInMemory: 1 * MiB,
-};
+// Split out of this file, still imported from it (test/pages.test.ts lowers pageLimits).
+export { checkHost, pageLimits };
 
 export type PageHandler = (request: FastifyRequest, reply: FastifyReply) => Promise<unknown>;
 
@@ -82,9 +66,6 @@ const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'transfer-encoding', 'up
 
 /** What Node accepts in a header value. */
 const HEADER_VALUE = /^[\t\x20-\x7e\x80-\xff]*$/;
-
-/** reg-name or IP literal, optional port (RFC 9110 §7.2, RFC 3986 §3.2.2), as browsers send it. */
-const HOST = /^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+)(?::\d{1,5})?$/;
 
 /**
  * Registers what standalone mode needs on `app` and returns the handler for
@@ -260,278 +241,9 @@ export async function registerPages(app: FastifyInstance, config: Config, resolv
 
 type Facts = { method: string; path: string; ip: string | undefined };
 
-/** Why a page got no header block from PHP: the status the client gets, and the log code. */
-interface Failure {
-  status: number;
-  code: string;
-  detail: string;
-}
-
-function failure(error: WsfpmError): Failure {
-  // Before the header block: 502 (unreachable, protocol, died, bad headers) or 503 (php-fpm overloaded).
-  return { status: error.status, code: error.code, detail: error.detail ?? error.message };
-}
-
 /** One status, one short body, one log line (info for 4xx, warn for 5xx). */
 function refuse(reply: FastifyReply, log: Log, status: number, code: string, detail: string, facts: Facts): FastifyReply {
   const level = status >= 500 ? 'warn' : 'info';
   log[level]({ ...facts, status, code, detail }, 'page request refused');
   return reply.code(status).type('text/plain; charset=utf-8').send(`${status} ${STATUS_CODES[status] ?? ''}\n`);
-}
-
-/** Null when the Host header is absent (HTTP/1.0; Node refuses an HTTP/1.1 request without one) or valid. */
-export function checkHost(rawHeaders: readonly string[]): string | null {
-  let seen: string | undefined;
-  for (let i = 0; i + 1 < rawHeaders.length; i += 2) {
-    if (rawHeaders[i]!.toLowerCase() !== 'host') continue;
-    if (seen !== undefined) return 'more than one Host header';
-    seen = rawHeaders[i + 1]!;
-  }
-  if (seen === undefined) return null;
-  if (seen.length > 255 || !HOST.test(seen)) return `invalid Host ${JSON.stringify(seen.slice(0, 100))}`;
-  return null;
-}
-
-// ---------------------------------------------------------------------------
-// The request body.
-
-type BodyPlan =
-  | { kind: 'ready'; length: number; source(): Readable | null; cleanup(): void }
-  | { kind: 'too-large' }
-  | { kind: 'aborted' }
-  | { kind: 'failed'; detail: string };
-
-/**
- * With a Content-Length, the body streams straight from the client into
- * STDIN. A chunked body has no length up front, and PHP needs CONTENT_LENGTH
- * before it reads anything (nginx buffers such bodies too): it is collected
- * first, in memory up to pageLimits.chunkedInMemory, then in a temp file, up
- * to pageLimits.chunkedBodyLimit (413 beyond).
- */
-function planBody(raw: IncomingMessage): Promise<BodyPlan> {
-  const cl = raw.headers['content-length'];
-  if (cl !== undefined) {
-    const length = Number(cl);
-    return Promise.resolve({ kind: 'ready', length, source: () => (length > 0 ? raw : null), cleanup: () => {} });
-  }
-  if (raw.headers['transfer-encoding'] === undefined) return Promise.resolve({ kind: 'ready', length: 0, source: () => null, cleanup: () => {} });
-  return spool(raw);
-}
-
-function spool(raw: IncomingMessage): Promise<BodyPlan> {
-  return new Promise((resolve) => {
-    const held: Buffer[] = [];
-    let length = 0;
-    let file: WriteStream | null = null;
-    let filePath = '';
-    let done = false;
-    const removeFile = (): void => {
-      if (filePath) unlink(filePath).catch(() => {});
-    };
-    const finish = (plan: BodyPlan): void => {
-      if (done) return;
-      done = true;
-      raw.off('data', onData);
-      raw.off('end', onEnd);
-      raw.off('close', onClose);
-      if (plan.kind !== 'ready') {
-        file?.destroy();
-        removeFile();
-      }
-      resolve(plan);
-    };
-    const onData = (chunk: Buffer): void => {
-      length += chunk.length;
-      if (length > pageLimits.chunkedBodyLimit) {
-        raw.pause();
-        finish({ kind: 'too-large' });
-        return;
-      }
-      if (!file && length > pageLimits.chunkedInMemory) {
-        filePath = path.join(os.tmpdir(), `wsfpm-body-${randomBytes(8).toString('hex')}`);
-        file = createWriteStream(filePath, { flags: 'wx', mode: 0o600 });
-        file.on('error', (err) => finish({ kind: 'failed', detail: `cannot spool the request body: ${err.message}` }));
-        for (const b of held.splice(0)) file.write(b);
-      }
-      if (!file) {
-        held.push(chunk);
-      } else if (!file.write(chunk)) {
-        raw.pause();
-        file.once('drain', () => raw.resume());
-      }
-    };
-    const onEnd = (): void => {
-      if (!file) {
-        finish({ kind: 'ready', length, source: () => (length > 0 ? Readable.from(held) : null), cleanup: () => {} });
-        return;
-      }
-      file.end(() => finish({ kind: 'ready', length, source: () => createReadStream(filePath), cleanup: removeFile }));
-    };
-    const onClose = (): void => {
-      if (!raw.complete) finish({ kind: 'aborted' });
-    };
-    raw.on('data', onData);
-    raw.once('end', onEnd);
-    raw.once('close', onClose);
-  });
-}
-
-// ---------------------------------------------------------------------------
-// One PHP page: a FastCGI request, its input pumped in, its output as a stream.
-
-class PhpPage {
-  /** PHP's header block; rejects with a Failure. */
-  readonly head: Promise<CgiHead>;
-  /** PHP's body after the header block: when the client reads slowly, pushes fill it and PHP is paused. */
-  readonly output: Readable;
-  /** A Content-Length PHP declared and that the response will carry; the body is held to it exactly. */
-  declaredLength: number | null = null;
-  /** The body was cut (PHP died mid-body, or sent less than its Content-Length). */
-  broken = false;
-  readonly #fcgi: FcgiRequest;
-  readonly #log: Log;
-  readonly #isHead: boolean;
-  readonly #rejectHead: (failure: Failure) => void;
-  #source: Readable | null = null;
-  #cleanup: () => void = () => {};
-  #timer: NodeJS.Timeout | null = null;
-  #sent = 0;
-  #ended = false;
-
-  constructor(fpm: FpmAddress, params: Array<[string, string]>, isHead: boolean, config: Config, log: Log) {
-    this.#log = log;
-    this.#isHead = isHead;
-    let resolveHead!: (head: CgiHead) => void;
-    let rejectHead!: (failure: Failure) => void;
-    this.head = new Promise((resolve, reject) => {
-      resolveHead = resolve;
-      rejectHead = reject;
-    });
-    this.head.catch(() => {});
-    this.#rejectHead = rejectHead;
-    this.output = new Readable({
-      highWaterMark: config.highWater,
-      read: () => this.#fcgi.resumeStdout(),
-      destroy: (err, callback) => {
-        this.#fcgi.destroy();
-        callback(err);
-      },
-    });
-    // Failures are logged where they happen; the response side learns of them through the stream's state.
-    this.output.on('error', () => {});
-    this.#fcgi = new FcgiRequest(fpm, params, {
-      onHead: (head) => {
-        this.#clearTimer();
-        this.declaredLength = this.#declared(head);
-        resolveHead(head);
-      },
-      onStdout: (chunk) => this.#onStdout(chunk),
-      onStderr: (line) => this.#log.warn({ stderr: line }, 'PHP wrote to stderr'),
-      onEnd: (error) => this.#onEnd(error),
-      onDrain: () => this.#source?.resume(),
-    }, { maxHeaderBlock: config.maxHeaderBlock });
-  }
-
-  /** Streams `source` (null: no body) into STDIN with backpressure, then ends STDIN and arms the header timeout. */
-  feed(source: Readable | null, cleanup: () => void): void {
-    this.#cleanup = cleanup;
-    const end = (): void => {
-      this.#cleanup();
-      this.#fcgi.endStdin();
-      if (!this.#fcgi.done && !this.#fcgi.head) this.#timer = setTimeout(() => this.#timeout(), pageLimits.headTimeout);
-    };
-    if (!source) return end();
-    this.#source = source;
-    source.on('data', (chunk: Buffer) => {
-      if (!this.#fcgi.writeStdin(chunk)) source.pause();
-    });
-    source.once('end', end);
-    source.once('error', (err) => {
-      this.#log.warn({ detail: err.message }, 'reading the request body failed');
-      this.abort();
-    });
-  }
-
-  /** Ends PHP's request now (the client left). */
-  abort(): void {
-    this.#clearTimer();
-    this.#fcgi.destroy();
-    this.#releaseSource();
-  }
-
-  #timeout(): void {
-    this.#timer = null;
-    if (this.#fcgi.head || this.#fcgi.done) return;
-    this.#rejectHead({ status: 504, code: 'WSFPM_ERR_PAGE_TIMEOUT', detail: `no header block from PHP within ${pageLimits.headTimeout} ms after its input ended` });
-    this.abort();
-  }
-
-  /** PHP is done with its input: the client's body is drained into nothing (keep-alive), a spooled one dropped. */
-  #releaseSource(): void {
-    const source = this.#source;
-    if (!source) return;
-    if (source instanceof IncomingMessage) source.resume();
-    else {
-      source.destroy();
-      this.#cleanup();
-    }
-  }
-
-  #onEnd(error: WsfpmError | null): void {
-    this.#clearTimer();
-    this.#releaseSource();
-    if (!this.#fcgi.head) {
-      this.#rejectHead(failure(error ?? wsfpmError('WSFPM_ERR_PHP_ENDED')));
-      return;
-    }
-    if (this.output.destroyed || this.#ended) return;
-    if (error) {
-      this.#log.warn({ code: error.code, detail: error.detail }, 'PHP page ended abnormally; response cut');
-      this.#cut();
-    } else if (this.declaredLength !== null && this.#sent < this.declaredLength) {
-      this.#log.warn({ code: 'WSFPM_ERR_PHP_LENGTH', declared: this.declaredLength, sent: this.#sent }, 'PHP sent less than its Content-Length; response cut');
-      this.#cut();
-    } else {
-      this.#end();
-    }
-  }
-
-  #declared(head: CgiHead): number | null {
-    if (this.#isHead || head.status === 204 || head.status === 304) return null;
-    const values = head.headers.filter(([n]) => n.toLowerCase() === 'content-length').map(([, v]) => v);
-    if (values.length !== 1 || !/^\d{1,15}$/.test(values[0]!)) return null;
-    return Number(values[0]);
-  }
-
-  #onStdout(chunk: Buffer): void {
-    if (this.#ended || this.output.destroyed) return;
-    let part = chunk;
-    if (this.declaredLength !== null && part.length > this.declaredLength - this.#sent) {
-      this.#log.warn({ code: 'WSFPM_ERR_PHP_LENGTH', declared: this.declaredLength }, 'PHP sent more than its Content-Length; the rest dropped');
-      part = part.subarray(0, this.declaredLength - this.#sent);
-    }
-    this.#sent += part.length;
-    if (part.length > 0 && !this.output.push(part)) this.#fcgi.pauseStdout();
-    if (this.declaredLength !== null && this.#sent >= this.declaredLength) {
-      this.#end();
-      this.#fcgi.destroy();
-    }
-  }
-
-  /** The response cannot be completed. Once headers are out the connection is closed; before, fastify answers 502 (a generic message, nothing of PHP's). */
-  #cut(): void {
-    this.broken = true;
-    this.output.destroy(Object.assign(new Error('PHP ended its response abnormally'), { statusCode: 502 }));
-  }
-
-  #end(): void {
-    if (this.#ended) return;
-    this.#ended = true;
-    this.output.push(null);
-  }
-
-  #clearTimer(): void {
-    if (this.#timer) clearTimeout(this.#timer);
-    this.#timer = null;
-  }
 }
