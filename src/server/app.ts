@@ -27,7 +27,7 @@ import { type Log } from '../log.ts';
 import { checkHandshake, checkOrigin } from './handshake.ts';
 import { VERSION } from '../version.ts';
 import { diagnose, DOCTOR_SUFFIX } from './diagnose.ts';
-import { clientView } from './forwarded.ts';
+import { clientOf } from './forwarded.ts';
 import { buildParams } from './params.ts';
 import { registerPages } from './pages.ts';
 import { registerFront } from './front.ts';
@@ -192,12 +192,7 @@ export async function createDaemon(config: Config, logStream?: { write(line: str
     const socket = raw.socket;
     const id = randomBytes(16).toString('hex');
     const log = (request.log as unknown as Log).child({ conn: id });
-    const client = clientView(config.trustProxy, {
-      address: socket.remoteAddress ?? '',
-      port: socket.remotePort ?? 0,
-      localHost: `${socket.localAddress}:${socket.localPort}`,
-      tls: 'encrypted' in socket,
-    }, raw.headers);
+    const client = clientOf(config.trustProxy, raw);
     const facts = { path: raw.url, ip: client.remoteAddress, via: client.via };
 
     const pathOnly = (raw.url ?? '/').split('?')[0]!;

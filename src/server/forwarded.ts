@@ -4,6 +4,7 @@
  * -Host/-Proto; those headers are believed only from a trusted proxy
  * address, because any client can send them.
  */
+import type { IncomingMessage } from 'node:http';
 import net from 'node:net';
 
 export interface TrustPolicy {
@@ -102,4 +103,17 @@ export function clientView(policy: TrustPolicy, peer: { address: string; port: n
   if (proto === 'https' || proto === 'wss') view.https = true;
   else if (proto === 'http' || proto === 'ws') view.https = false;
   return view;
+}
+
+/** clientView for a request, its peer taken from the request's socket. */
+export function clientOf(policy: TrustPolicy, req: IncomingMessage): ClientView {
+  const socket = req.socket;
+  const local = socket.localAddress ?? '';
+  return clientView(policy, {
+    address: socket.remoteAddress ?? '',
+    port: socket.remotePort ?? 0,
+    // The Host a client without one would have used: IPv6 in brackets.
+    localHost: `${net.isIPv6(local) ? `[${local}]` : local}:${socket.localPort}`,
+    tls: 'encrypted' in socket,
+  }, req.headers);
 }

@@ -33,7 +33,7 @@ import { type Config } from '../config.ts';
 import { wsfpmError, WsfpmError } from '../errors.ts';
 import { type Log } from '../log.ts';
 import { DOCTOR_SUFFIX } from './diagnose.ts';
-import { clientView } from './forwarded.ts';
+import { clientOf } from './forwarded.ts';
 import { Resolver, safeDecode } from './resolve.ts';
 import { overwriteForwarded, secureLocation } from './upstream-headers.ts';
 
@@ -87,12 +87,7 @@ export async function registerFront(app: FastifyInstance, config: Config, log: L
 
   function begin(raw: Raw): Pass {
     const socket = raw.socket;
-    const client = clientView(config.trustProxy, {
-      address: socket.remoteAddress ?? '',
-      port: socket.remotePort ?? 0,
-      localHost: `${socket.localAddress}:${socket.localPort}`,
-      tls: 'encrypted' in socket,
-    }, raw.headers);
+    const client = clientOf(config.trustProxy, raw);
     overwriteForwarded(raw.headers, client);
     const pass: Pass = {
       log,

@@ -38,14 +38,14 @@
  */
 import { randomBytes } from 'node:crypto';
 import { STATUS_CODES } from 'node:http';
-import net from 'node:net';
+import type net from 'node:net';
 import fastifyStatic from '@fastify/static';
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { type FpmAddress } from '../fastcgi/address.ts';
 import { groupHeaders, type CgiHead } from '../fastcgi/cgi-headers.ts';
 import { type Config } from '../config.ts';
 import { type Log } from '../log.ts';
-import { clientView, type ClientView } from './forwarded.ts';
+import { clientOf, type ClientView } from './forwarded.ts';
 import { checkHost } from './host.ts';
 import { planBody } from './page-body.ts';
 import { pageLimits, PhpPage, type Failure } from './page-responder.ts';
@@ -121,13 +121,7 @@ export async function registerPages(app: FastifyInstance, config: Config, resolv
 
     const badHost = checkHost(raw.rawHeaders);
     if (badHost) return refuse(reply, rlog, 400, 'WSFPM_ERR_BAD_HOST', badHost, facts);
-    const local = socket.localAddress ?? '';
-    const client = clientView(config.trustProxy, {
-      address: socket.remoteAddress ?? '',
-      port: socket.remotePort ?? 0,
-      localHost: `${net.isIPv6(local) ? `[${local}]` : local}:${socket.localPort}`,
-      tls: 'encrypted' in socket,
-    }, raw.headers);
+    const client = clientOf(config.trustProxy, raw);
     facts.ip = client.remoteAddress;
 
     const q = url.indexOf('?');
