@@ -86,7 +86,8 @@ function environment(envFile: string | undefined): NodeJS.ProcessEnv {
   return { ...parsed, ...process.env };
 }
 
-async function serve(config: Config): Promise<void> {
+/** `reread` builds the settings again from the same flags and a fresh read of the environment and .env (SIGHUP). */
+async function serve(config: Config, reread: () => Config = () => config): Promise<void> {
   const daemon = await createDaemon(config);
   const address = await daemon.app.listen({ host: config.host, port: config.port });
   daemon.app.log.info({ address, fpm: config.fpm, root: config.root, upstream: config.upstream || undefined }, 'wsfpm listening');
@@ -104,7 +105,19 @@ async function serve(config: Config): Promise<void> {
   process.once('SIGINT', () => void stop('SIGINT'));
   // SIGHUP (systemctl reload, certbot's deploy hook) reloads the TLS certificate; without TLS it only logs, so a
   // reload never stops the service (systemd does not restart a unit that SIGHUP killed).
-  process.on('SIGHUP', () => void daemon.reloadTls());
+  process.on('SIGHUP', () => {
+    void daemon.reloadTls();
+    try {
+      const next = reread();
+      const { applied, needRestart } = daemon.reload(next);
+      daemon.app.log.info({ applied, needRestart }, needRestart.length ? 'settings reloaded; some changes need a restart' : 'settings reloaded');
+      // The drain timeout is read at SIGTERM time.
+      config = next;
+    } catch (err) {
+      // A bad value on reload keeps the running settings.
+      daemon.app.log.error({ code: 'WSFPM_ERR_CONFIG_RELOAD', detail: (err as Error).message }, 'settings not reloaded');
+    }
+  });
 }
 
 const DEMOS = ['echo', 'chat', 'progress'];
@@ -148,7 +161,7 @@ export async function main(argv: string[]): Promise<void> {
     }
     const env = environment(envFile);
     if (command === 'demo') return await demo(demoName, flags, env);
-    await serve(buildConfig(flags, env));
+    await serve(buildConfig(flags, env), () => buildConfig(flags, environment(envFile)));
   } catch (err) {
     if (err instanceof ConfigError) {
       process.stderr.write(`wsfpm: ${err.message}\n`);

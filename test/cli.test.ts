@@ -1,12 +1,12 @@
 /** The command line as a user runs it: help, version, config errors, and a real serve. */
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { after, before, it } from 'node:test';
-import { FIXTURES, open, startPool } from './helpers/harness.ts';
+import { FIXTURES, open, refusal, startPool } from './helpers/harness.ts';
 import type { FpmPool } from '../src/fpm/pool.ts';
 
 const BIN = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', 'bin', 'wsfpm.js');
@@ -85,4 +85,43 @@ it('demo takes the name of an example and refuses others', () => {
   const bad = run(['demo', 'nope']);
   assert.equal(bad.status, 2);
   assert.match(bad.stderr, /unknown demo "nope": one of echo, chat, progress/);
+});
+
+it('SIGHUP re-reads .env: reloadable settings apply to new connections, the others are named as needing a restart', async () => {
+  const env = path.join(tmp, 'reload');
+  await mkdir(env, { recursive: true });
+  const base = `WSFPM_FPM=unix:${pool.socket}\nWSFPM_ROOT=${FIXTURES}\nWSFPM_PORT=0\nWSFPM_CONTROL=tcp:127.0.0.1:0\n`;
+  await writeFile(path.join(env, '.env'), base);
+  const child = spawn(process.execPath, [BIN], { cwd: env, env: { PATH: process.env.PATH ?? '' }, stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  child.stdout.on('data', (d: Buffer) => void (out += d.toString()));
+  try {
+    const address = await new Promise<string>((resolve, reject) => {
+      const t = setInterval(() => {
+        const m = /"address":"http:\/\/([^"]+)"/.exec(out);
+        if (m) {
+          clearInterval(t);
+          resolve(m[1]!);
+        }
+      }, 20);
+      child.once('exit', (code) => reject(new Error(`exited ${code}: ${out}`)));
+    });
+    const before = await refusal(`ws://${address}/echo.php`, { origin: 'https://app.example' });
+    assert.equal(before.status, 403);
+    await writeFile(path.join(env, '.env'), base + 'WSFPM_ALLOW_ORIGINS=https://app.example\nWSFPM_MAX_MESSAGE=2m\n');
+    child.kill('SIGHUP');
+    for (let i = 0; i < 100 && !out.includes('settings reloaded'); i++) await new Promise((r) => setTimeout(r, 20));
+    const line = JSON.parse(out.split('\n').find((l) => l.includes('settings reloaded'))!) as { applied: string[]; needRestart: string[] };
+    assert.deepEqual(line.applied, ['origins']);
+    assert.deepEqual(line.needRestart, ['maxMessage']);
+    const c = await open(`ws://${address}/echo.php`, { origin: 'https://app.example' });
+    c.ws.send('after reload');
+    assert.equal(await c.text(), 'after reload');
+    c.ws.close();
+    await c.closed;
+  } finally {
+    const exited = new Promise((r) => child.once('exit', r));
+    child.kill('SIGTERM');
+    await exited;
+  }
 });

@@ -58,6 +58,25 @@ function holdIdle(socket: WebSocket): void {
   socket.once('close', () => clearTimeout(timer));
 }
 
+/**
+ * Settings a SIGHUP applies to a running daemon (for new connections). The
+ * others are bound at start-up (listeners, php-fpm, ws's frame limit, the
+ * hub, TLS files: those reload through reloadTls).
+ */
+const RELOADABLE: ReadonlySet<keyof Config> = new Set<keyof Config>([
+  'logLevel', 'origins', 'trustProxy', 'maxConnections', 'maxPerIp', 'messageRate', 'handshakeTimeout',
+  'pingInterval', 'closeGrace', 'highWater', 'stallTimeout', 'maxRejectBody', 'maxHeaderBlock', 'drainTimeout',
+]);
+
+/** Settings compare by value: origin and trust policies by what was configured. */
+function sameSetting(a: unknown, b: unknown): boolean {
+  if (a && b && typeof a === 'object' && typeof b === 'object') {
+    if ('text' in a && 'text' in b) return a.text === b.text;
+    return JSON.stringify(a, (_k, v: unknown) => (v instanceof Set || v instanceof Map ? [...v] : v)) === JSON.stringify(b, (_k, v: unknown) => (v instanceof Set || v instanceof Map ? [...v] : v));
+  }
+  return a === b;
+}
+
 /** Hop-by-hop and framing headers: never copied from PHP onto a response. */
 const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'transfer-encoding', 'upgrade', 'content-length', 'te', 'trailer', 'proxy-connection']);
 
@@ -78,6 +97,12 @@ export interface Daemon {
   control: { address: string; token: string } | null;
   /** Reads --tls-cert/--tls-key again for new connections (SIGHUP); false, old pair kept, when they do not load. */
   reloadTls(): Promise<boolean>;
+  /**
+   * SIGHUP: takes the settings that can change while running from `next`
+   * (they apply to new connections); returns the changed ones that need a
+   * restart, which keep their running values.
+   */
+  reload(next: Config): { applied: string[]; needRestart: string[] };
 }
 
 /** `logStream` receives pino's JSON lines (default: stdout). */
@@ -360,6 +385,16 @@ export async function createDaemon(config: Config, logStream?: { write(line: str
     broker,
     control: control ? { address: control.address, token: controlToken } : null,
     reloadTls: () => reloadTls(app.server as unknown as TlsServer, config, app.log as unknown as Log),
+    reload(next) {
+      const changed = (Object.keys(next) as Array<keyof Config>).filter((k) => !sameSetting(config[k], next[k]));
+      const needRestart = changed.filter((k) => !RELOADABLE.has(k));
+      const merged = { ...next } as Record<string, unknown>;
+      for (const k of needRestart) merged[k] = config[k];
+      // Every closure of this daemon reads `config` when it runs: new upgrades see the new values.
+      config = Object.freeze(merged) as unknown as Config;
+      app.log.level = config.logLevel;
+      return { applied: changed.filter((k) => RELOADABLE.has(k)), needRestart };
+    },
   };
 }
 
