@@ -6,6 +6,8 @@
  */
 import { type FpmAddress } from '../fastcgi/address.ts';
 import { fcgiFetch } from '../fastcgi/fetch.ts';
+import { wsfpmError, type WsfpmError } from '../errors.ts';
+import { type Log } from '../log.ts';
 
 export interface PoolStatus {
   idle: number;
@@ -35,4 +37,19 @@ export async function readPoolStatus(address: FpmAddress, path = '/status'): Pro
     maxChildrenReached: j['max children reached'] ?? 0,
     listenQueue: j['listen queue'] ?? 0,
   };
+}
+
+/**
+ * A 503 when php-fpm's status listener says no worker is idle: a request
+ * now would only queue. If the status cannot be read, the upgrade goes
+ * ahead (the handshake timeout still bounds it) and the failure is logged.
+ */
+export async function poolIsFull(status: FpmAddress, log: Log): Promise<WsfpmError | null> {
+  try {
+    const s = await readPoolStatus(status);
+    return s.idle > 0 ? null : wsfpmError('WSFPM_ERR_POOL_FULL', `${s.active} of ${s.total} workers busy`);
+  } catch (err) {
+    log.warn({ code: 'WSFPM_ERR_FPM_STATUS', detail: (err as Error).message }, 'cannot read php-fpm status; going ahead');
+    return null;
+  }
 }

@@ -16,7 +16,8 @@ import { Metrics } from '../metrics.ts';
 import { PhpEndpoint } from '../bridge/php-endpoint.ts';
 import { type FpmAddress } from '../fastcgi/address.ts';
 import { groupHeaders, type CgiHead } from '../fastcgi/cgi-headers.ts';
-import { readPoolStatus } from '../fpm/status.ts';
+import { poolIsFull, readPoolStatus } from '../fpm/status.ts';
+import { RELOADABLE, sameSetting } from './reload.ts';
 import { ManagedFpm } from '../fpm/supervisor.ts';
 import { startControl } from '../control/server.ts';
 import { Hub } from '../hub/hub.ts';
@@ -56,25 +57,6 @@ const IDLE_PROBE_LIMIT = 10 * 60_000;
 function holdIdle(socket: WebSocket): void {
   const timer = setTimeout(() => socket.close(1000, 'idle probe over'), IDLE_PROBE_LIMIT);
   socket.once('close', () => clearTimeout(timer));
-}
-
-/**
- * Settings a SIGHUP applies to a running daemon (for new connections). The
- * others are bound at start-up (listeners, php-fpm, ws's frame limit, the
- * hub, TLS files: those reload through reloadTls).
- */
-const RELOADABLE: ReadonlySet<keyof Config> = new Set<keyof Config>([
-  'logLevel', 'origins', 'trustProxy', 'maxConnections', 'maxPerIp', 'messageRate', 'handshakeTimeout',
-  'pingInterval', 'closeGrace', 'highWater', 'stallTimeout', 'maxRejectBody', 'maxHeaderBlock', 'drainTimeout',
-]);
-
-/** Settings compare by value: origin and trust policies by what was configured. */
-function sameSetting(a: unknown, b: unknown): boolean {
-  if (a && b && typeof a === 'object' && typeof b === 'object') {
-    if ('text' in a && 'text' in b) return a.text === b.text;
-    return JSON.stringify(a, (_k, v: unknown) => (v instanceof Set || v instanceof Map ? [...v] : v)) === JSON.stringify(b, (_k, v: unknown) => (v instanceof Set || v instanceof Map ? [...v] : v));
-  }
-  return a === b;
 }
 
 /** Hop-by-hop and framing headers: never copied from PHP onto a response. */
@@ -398,17 +380,3 @@ export async function createDaemon(config: Config, logStream?: { write(line: str
   };
 }
 
-/**
- * A 503 when php-fpm's status listener says no worker is idle: a request
- * now would only queue. If the status cannot be read, the upgrade goes
- * ahead (the handshake timeout still bounds it) and the failure is logged.
- */
-async function poolIsFull(status: FpmAddress, log: Log): Promise<WsfpmError | null> {
-  try {
-    const s = await readPoolStatus(status);
-    return s.idle > 0 ? null : wsfpmError('WSFPM_ERR_POOL_FULL', `${s.active} of ${s.total} workers busy`);
-  } catch (err) {
-    log.warn({ code: 'WSFPM_ERR_FPM_STATUS', detail: (err as Error).message }, 'cannot read php-fpm status; going ahead');
-    return null;
-  }
-}

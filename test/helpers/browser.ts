@@ -17,6 +17,7 @@ import { chromium, type Browser, type Page } from 'playwright-core';
 import { buildConfig } from '../../src/config.ts';
 import { FpmPool } from '../../src/fpm/pool.ts';
 import { createDaemon, type Daemon } from '../../src/server/app.ts';
+import { logSink } from './harness.ts';
 
 export const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 export const EXAMPLES = path.join(REPO, 'examples');
@@ -84,16 +85,7 @@ export async function startSite(example: string, workers = 16): Promise<Site> {
       controlToken: token,
       logLevel: 'debug',
     }, {});
-    daemon = await createDaemon(config, {
-      write(line: string) {
-        try {
-          logs.push(JSON.parse(line) as Record<string, unknown>);
-        } catch {
-          logs.push({ raw: line });
-        }
-        if (process.env.WSFPM_TEST_DEBUG) process.stderr.write(line);
-      },
-    });
+    daemon = await createDaemon(config, logSink(logs));
     await daemon.app.listen({ host: '127.0.0.1', port: 0 });
   } catch (err) {
     await pool.stop();

@@ -26,11 +26,9 @@ export async function startPool(maxChildren = 8, ini: Record<string, string> = {
   return FpmPool.start({ maxChildren, ini, privateSessions: true });
 }
 
-/** A daemon on port 0 whose pino lines are captured in `logs`. */
-export async function startDaemon(pool: FpmPool, flags: Record<string, string> = {}): Promise<Omit<Harness, 'pool'> & { pool: FpmPool }> {
-  const config = buildConfig({ root: FIXTURES, port: '0', fpm: `unix:${pool.socket}`, control: 'tcp:127.0.0.1:0', logLevel: 'debug', ...flags }, {});
-  const logs: Array<Record<string, unknown>> = [];
-  const daemon = await createDaemon(config, {
+/** A pino stream that parses each line into `logs` (and echoes it with WSFPM_TEST_DEBUG). */
+export function logSink(logs: Array<Record<string, unknown>>): { write(line: string): void } {
+  return {
     write(line: string) {
       try {
         logs.push(JSON.parse(line) as Record<string, unknown>);
@@ -39,7 +37,14 @@ export async function startDaemon(pool: FpmPool, flags: Record<string, string> =
       }
       if (process.env.WSFPM_TEST_DEBUG) process.stderr.write(line);
     },
-  });
+  };
+}
+
+/** A daemon on port 0 whose pino lines are captured in `logs`. */
+export async function startDaemon(pool: FpmPool, flags: Record<string, string> = {}): Promise<Omit<Harness, 'pool'> & { pool: FpmPool }> {
+  const config = buildConfig({ root: FIXTURES, port: '0', fpm: `unix:${pool.socket}`, control: 'tcp:127.0.0.1:0', logLevel: 'debug', ...flags }, {});
+  const logs: Array<Record<string, unknown>> = [];
+  const daemon = await createDaemon(config, logSink(logs));
   await daemon.app.listen({ host: '127.0.0.1', port: 0 });
   const addr = daemon.app.server.address();
   const port = typeof addr === 'object' && addr ? addr.port : 0;
