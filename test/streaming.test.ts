@@ -92,7 +92,7 @@ it('a client that stops reading throttles PHP: bounded daemon memory, nothing lo
 });
 
 it('a PHP script that does not read throttles the client, and gets everything later', async () => {
-  const c = await open(h.url('/slow-reader.php?sleep=1500'));
+  const c = await open(h.url('/count.php?sleep=1500'));
   const chunk = randomBytes(MiB);
   for (let i = 0; i < 40; i++) c.ws.send(chunk, { binary: true });
   await sleep(1000);

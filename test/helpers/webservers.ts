@@ -275,29 +275,13 @@ export async function startApache(opts: { vhosts: ApacheVhost[]; timeout: number
   if (!apache) throw new Error('apache2 not found: apt-get install apache2');
   const dir = await tempDir('wsfpm-apache-');
   const log = path.join(dir, 'error.log');
-  let lastError: unknown;
-  for (let attempt = 0; attempt < 3; attempt++) {
-    const ports = await Promise.all(opts.vhosts.map(() => freePort()));
+  // Debian's apache2 wants these only when a config names them; ours names none, but keep them sane.
+  const env = { ...process.env, APACHE_RUN_DIR: dir, APACHE_LOCK_DIR: dir, APACHE_LOG_DIR: dir, APACHE_PID_FILE: path.join(dir, 'httpd.pid') };
+  return startOnFreePorts(dir, log, opts.vhosts.length, async (ports) => {
     const conf = path.join(dir, 'httpd.conf');
     await writeFile(conf, apacheConf(dir, ports, opts));
-    // Debian's apache2 wants these only when a config names them; ours names none, but keep them sane.
-    const env = { ...process.env, APACHE_RUN_DIR: dir, APACHE_LOCK_DIR: dir, APACHE_LOG_DIR: dir, APACHE_PID_FILE: path.join(dir, 'httpd.pid') };
-    const proc = new Proc('apache2', apache, ['-f', conf, '-DFOREGROUND'], env);
-    try {
-      await waitListening(proc, ports.map((port) => ({ port })), log);
-      return { ports, dir, errorLog: () => readFile(log, 'utf8').catch(() => ''), stop: async () => {
-        await proc.stop();
-        await rm(dir, { recursive: true, force: true });
-      } };
-    } catch (err) {
-      lastError = err;
-      await proc.stop();
-      // Another process took a port between freePort() and Listen: try other ports.
-      if (!/Address already in use/.test(String(err))) break;
-    }
-  }
-  await rm(dir, { recursive: true, force: true });
-  throw lastError;
+    return new Proc('apache2', apache, ['-f', conf, '-DFOREGROUND'], env);
+  });
 }
 
 function apacheConf(dir: string, ports: number[], opts: { vhosts: ApacheVhost[]; timeout: number; logLevel?: string; modules?: string[] }): string {
@@ -372,12 +356,23 @@ export async function startNginx(opts: { upstreamFile: string; servers: NginxSer
   if (!nginx) throw new Error('nginx not found: apt-get install nginx');
   const dir = await tempDir('wsfpm-nginx-');
   const log = path.join(dir, 'error.log');
-  let lastError: unknown;
-  for (let attempt = 0; attempt < 3; attempt++) {
-    const ports = await Promise.all(opts.servers.map(() => freePort()));
+  return startOnFreePorts(dir, log, opts.servers.length, async (ports) => {
     const conf = path.join(dir, 'nginx.conf');
     await writeFile(conf, nginxConf(dir, ports, opts));
-    const proc = new Proc('nginx', nginx, ['-p', dir, '-c', conf, '-e', log, '-g', 'daemon off;']);
+    return new Proc('nginx', nginx, ['-p', dir, '-c', conf, '-e', log, '-g', 'daemon off;']);
+  });
+}
+
+/**
+ * Starts a server on `count` free ports, again on other ports (3 tries) when
+ * another process took one between freePort() and the server's listen. The
+ * server owns `dir`; stop() removes it.
+ */
+async function startOnFreePorts(dir: string, log: string, count: number, start: (ports: number[]) => Promise<Proc>): Promise<WebServer> {
+  let lastError: unknown;
+  for (let attempt = 0; attempt < 3; attempt++) {
+    const ports = await Promise.all(Array.from({ length: count }, () => freePort()));
+    const proc = await start(ports);
     try {
       await waitListening(proc, ports.map((port) => ({ port })), log);
       return { ports, dir, errorLog: () => readFile(log, 'utf8').catch(() => ''), stop: async () => {
