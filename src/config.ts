@@ -47,6 +47,11 @@ export interface Config {
   redis: string;
   maxConnections: number;
   maxPerIp: number;
+  maxEventConnections: number;
+  eventConcurrency: number;
+  eventTimeout: number;
+  eventQueue: number;
+  maxMeta: number;
   messageRate: number;
   requestTimeout: number;
   drainTimeout: number;
@@ -67,8 +72,8 @@ function address(raw: string, listen = false): FpmAddress {
 
 /** Settings where an empty value means "none" (WSFPM_INDEX= disables the front controller); elsewhere an empty variable counts as unset. */
 const EMPTY_MEANS_NONE = new Set<Key>(['index', 'routes', 'allowOrigins', 'trustProxy', 'fpmStatus', 'fpmUser', 'fpmInherit', 'control', 'controlToken', 'redis', 'upstream', 'wsPaths', 'tlsCert', 'tlsKey']);
-const SIZE_KEYS = new Set<Key>(['maxMessage', 'highWater', 'maxRejectBody', 'maxHeaderBlock']);
-const TIME_KEYS = new Set<Key>(['handshakeTimeout', 'pingInterval', 'closeGrace', 'requestTimeout', 'drainTimeout', 'stallTimeout', 'upstreamTimeout']);
+const SIZE_KEYS = new Set<Key>(['maxMessage', 'highWater', 'maxRejectBody', 'maxHeaderBlock', 'maxMeta']);
+const TIME_KEYS = new Set<Key>(['handshakeTimeout', 'pingInterval', 'closeGrace', 'requestTimeout', 'drainTimeout', 'stallTimeout', 'upstreamTimeout', 'eventTimeout']);
 
 export const flagName = (key: string): string => '--' + key.replace(/[A-Z]/g, (c) => '-' + c.toLowerCase());
 export const envName = (key: string): string => 'WSFPM_' + key.replace(/[A-Z]/g, (c) => '_' + c).toUpperCase();
@@ -222,6 +227,11 @@ export function buildConfig(flags: Record<string, string>, env: NodeJS.ProcessEn
     }),
     maxConnections: num('maxConnections'),
     maxPerIp: num('maxPerIp'),
+    maxEventConnections: num('maxEventConnections'),
+    eventConcurrency: num('eventConcurrency'),
+    eventTimeout: num('eventTimeout'),
+    eventQueue: num('eventQueue'),
+    maxMeta: num('maxMeta'),
     messageRate: num('messageRate'),
     requestTimeout: num('requestTimeout'),
     drainTimeout: num('drainTimeout'),

@@ -64,8 +64,18 @@ export const DEFAULTS = Object.freeze({
   trustProxy: '127.0.0.1,::1',
   /** Origins allowed besides the request's own host, comma-separated; `*` allows any. */
   allowOrigins: '',
-  /** Open websocket connections at most; further upgrades get 503. */
+  /** Bound websocket connections (each holds a php-fpm worker) at most; further upgrades get 503. Sizes a managed pool. */
   maxConnections: 1_000,
+  /** Events-mode connections at most (held by the daemon, no worker each); further ones get 503. Each needs a file descriptor: raise `ulimit -n` to match. */
+  maxEventConnections: 10_000,
+  /** Event requests (events mode) running at once across all connections; leave the pool room for pages. */
+  eventConcurrency: 8,
+  /** How long one event request may take to answer, from when it was queued for a worker, ms; then the connection closes with 1011. */
+  eventTimeout: 30_000,
+  /** Client messages queued per events-mode connection while its previous event runs; beyond it the client's socket is paused. */
+  eventQueue: 32,
+  /** Largest meta (the state an events-mode script keeps in the daemon between events), bytes. */
+  maxMeta: 4 * KiB,
   /** Open websocket connections from one client address (after --trust-proxy) at most; more get 429. */
   maxPerIp: 100,
   /** Messages per second one client may send (a one-second burst allowed); more: close 1008. 0 disables. */
@@ -98,6 +108,11 @@ export const BOUNDS: Readonly<Record<string, readonly [number, number]>> = Objec
   maxConnections: [1, 1_000_000],
   maxChannels: [1, 100_000],
   maxPerIp: [1, 1_000_000],
+  maxEventConnections: [1, 10_000_000],
+  eventConcurrency: [1, 4_096],
+  eventTimeout: [100, 600_000],
+  eventQueue: [1, 100_000],
+  maxMeta: [0, 64 * KiB],
   messageRate: [0, 1_000_000],
   requestTimeout: [1_000, 600_000],
   drainTimeout: [0, 3_600_000],

@@ -37,6 +37,8 @@ export const ERRORS = Object.freeze({
   WSFPM_ERR_RATE_LIMIT: { status: 429, close: 1008, message: 'client sent messages too fast' },
   WSFPM_ERR_TOO_MANY_FROM_IP: { status: 429, close: 1008, message: 'too many connections from this address' },
   WSFPM_ERR_DRAINING: { status: 503, close: 1001, message: 'the server is shutting down' },
+  // Events mode: an event request that never answered (php-fpm saturated, or the script hangs).
+  WSFPM_ERR_EVENT_TIMEOUT: { status: 504, close: 1011, message: 'PHP did not answer an event in time' },
   WSFPM_ERR_PING_TIMEOUT: { status: 408, close: 1006, message: 'client did not answer pings' },
   // In front of a site (--upstream): what wsfpm answers when the site behind fails.
   WSFPM_ERR_UPSTREAM_DOWN: { status: 502, close: 1011, message: 'the site behind wsfpm is unreachable' },

@@ -18,6 +18,9 @@ export class Metrics {
   /** Label children bound once: the per-message path must not build label objects. */
   readonly hot: { messagesIn: client.Counter.Internal; messagesOut: client.Counter.Internal; bytesIn: client.Counter.Internal; bytesOut: client.Counter.Internal };
   readonly duration: client.Histogram;
+  readonly events: client.Counter<'type' | 'outcome'>;
+  readonly eventSeconds: client.Histogram<'type'>;
+  #eventState: () => { connections: number; queued: number; running: number } = () => ({ connections: 0, queued: 0, running: 0 });
 
   constructor(collectPool: () => Promise<{ busy: number; idle: number } | null>, broker: () => { connected: boolean; failures: number } | null) {
     const r = [this.registry];
@@ -76,6 +79,29 @@ export class Metrics {
         if (b) this.set(b.failures);
       },
     });
+    this.events = new client.Counter({ name: 'wsfpm_events_total', help: 'Events-mode events run through PHP, by type (open, message, close) and outcome (applied, failed).', labelNames: ['type', 'outcome'], registers: r });
+    this.eventSeconds = new client.Histogram({
+      name: 'wsfpm_event_seconds',
+      help: 'Events mode: time from an event\'s first input to its actions applied.',
+      labelNames: ['type'],
+      buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
+      registers: r,
+    });
+    const state = (): { connections: number; queued: number; running: number } => this.#eventState();
+    new client.Gauge({ name: 'wsfpm_event_connections_open', help: 'Events-mode connections held by the daemon now.', registers: r, collect() { this.set(state().connections); } });
+    new client.Gauge({ name: 'wsfpm_event_queue_depth', help: 'Events mode: inputs waiting for their connection\'s next event, all connections together.', registers: r, collect() { this.set(state().queued); } });
+    new client.Gauge({ name: 'wsfpm_events_running', help: 'Events mode: event requests in php-fpm now.', registers: r, collect() { this.set(state().running); } });
     client.collectDefaultMetrics({ register: this.registry, prefix: 'wsfpm_process_' });
+  }
+
+  /** One events-mode event ran. */
+  observeEvent(type: string, ok: boolean, seconds: number): void {
+    this.events.inc({ type, outcome: ok ? 'applied' : 'failed' });
+    this.eventSeconds.observe({ type }, seconds);
+  }
+
+  /** Where the events-mode gauges read their values at scrape time. */
+  watchEvents(state: () => { connections: number; queued: number; running: number }): void {
+    this.#eventState = state;
   }
 }

@@ -50,6 +50,11 @@ const EXPECTED_BOUNDS: Record<string, [number, number]> = {
   maxConnections: [1, 1_000_000],
   maxChannels: [1, 100_000],
   maxPerIp: [1, 1_000_000],
+  maxEventConnections: [1, 10_000_000],
+  eventConcurrency: [1, 4_096],
+  eventTimeout: [100, 600_000],
+  eventQueue: [1, 100_000],
+  maxMeta: [0, 64 * KiB],
   messageRate: [0, 1_000_000],
   requestTimeout: [1_000, 600_000],
   drainTimeout: [0, 3_600_000],
@@ -102,6 +107,11 @@ describe('defaults', () => {
       maxChannels: 100,
       redis: '',
       maxPerIp: 100,
+      maxEventConnections: 10_000,
+      eventConcurrency: 8,
+      eventTimeout: 30_000,
+      eventQueue: 32,
+      maxMeta: 4 * KiB,
       messageRate: 1000,
       requestTimeout: 10_000,
       drainTimeout: 10_000,
@@ -273,7 +283,7 @@ describe('precedence: flag > environment > default', () => {
   });
 
   test('every setting can be given by flag and by environment', () => {
-    const flags = { host: '0.0.0.0', port: '9000', fpm: 'tcp:127.0.0.1:9001', root: '/var/www', index: 'app.php', routes: '/ws=ws.php', pages: 'no', maxMessage: '2m', handshakeTimeout: '3s', pingInterval: '0', closeGrace: '1s', highWater: '32k', allowOrigins: '*', maxConnections: '10', maxRejectBody: '0', maxHeaderBlock: '4k', logLevel: 'silent', trustProxy: '10.0.0.0/8', fpmStatus: 'unix:/run/status.sock', fpmUser: 'www-data', fpmInherit: '/etc/php/www.conf', control: 'unix:/run/wsfpm.sock', controlToken: '0123456789abcdef', maxChannels: '7', redis: 'redis://127.0.0.1:6379/2', maxPerIp: '5', messageRate: '0', requestTimeout: '2s', drainTimeout: '1m', stallTimeout: '5s', upstream: 'http://127.0.0.1:8080', upstreamTimeout: '30s', wsPaths: '/ws/, /live/', tlsCert: 'tls/cert.pem', tlsKey: '/etc/wsfpm/key.pem', redirectPort: '8080' };
+    const flags = { host: '0.0.0.0', port: '9000', fpm: 'tcp:127.0.0.1:9001', root: '/var/www', index: 'app.php', routes: '/ws=ws.php', pages: 'no', maxMessage: '2m', handshakeTimeout: '3s', pingInterval: '0', closeGrace: '1s', highWater: '32k', allowOrigins: '*', maxConnections: '10', maxRejectBody: '0', maxHeaderBlock: '4k', logLevel: 'silent', trustProxy: '10.0.0.0/8', fpmStatus: 'unix:/run/status.sock', fpmUser: 'www-data', fpmInherit: '/etc/php/www.conf', control: 'unix:/run/wsfpm.sock', controlToken: '0123456789abcdef', maxChannels: '7', redis: 'redis://127.0.0.1:6379/2', maxPerIp: '5', messageRate: '0', requestTimeout: '2s', drainTimeout: '1m', stallTimeout: '5s', upstream: 'http://127.0.0.1:8080', upstreamTimeout: '30s', wsPaths: '/ws/, /live/', tlsCert: 'tls/cert.pem', tlsKey: '/etc/wsfpm/key.pem', redirectPort: '8080', maxEventConnections: '50000', eventConcurrency: '3', eventTimeout: '2s', eventQueue: '9', maxMeta: '1k' };
     const env = Object.fromEntries(Object.entries(flags).map(([k, v]) => [envName(k), v]));
     const expected: Config = {
       host: '0.0.0.0',
@@ -304,6 +314,11 @@ describe('precedence: flag > environment > default', () => {
       maxChannels: 7,
       redis: 'redis://127.0.0.1:6379/2',
       maxPerIp: 5,
+      maxEventConnections: 50_000,
+      eventConcurrency: 3,
+      eventTimeout: 2000,
+      eventQueue: 9,
+      maxMeta: KiB,
       messageRate: 0,
       requestTimeout: 2000,
       drainTimeout: 60_000,

@@ -24,7 +24,7 @@ before(async () => {
   tmp = await mkdtemp(path.join(os.tmpdir(), 'wsfpm-managed-'));
   const site = path.join(tmp, 'www.conf');
   await writeFile(site, ['[www]', 'user = www-data', 'pm = ondemand', 'php_value[memory_limit] = 77M', 'env[SITE_VAR] = from-the-site', 'php_admin_value[output_buffering] = 4096', ''].join('\n'));
-  const config = buildConfig({ root: FIXTURES, fpm: 'managed', maxConnections: '2', fpmInherit: site, handshakeTimeout: '5000', control: 'tcp:127.0.0.1:0', logLevel: 'debug' }, {});
+  const config = buildConfig({ root: FIXTURES, fpm: 'managed', maxConnections: '2', eventConcurrency: '1', fpmInherit: site, handshakeTimeout: '5000', control: 'tcp:127.0.0.1:0', logLevel: 'debug' }, {});
   daemon = await createDaemon(config, { write: (line: string) => void logs.push(JSON.parse(line) as Record<string, unknown>) });
   await daemon.app.listen({ host: '127.0.0.1', port: 0 });
   port = (daemon.app.server.address() as { port: number }).port;
@@ -47,8 +47,8 @@ it('runs with the site\'s PHP settings, and wsfpm\'s streaming overrides win', a
 });
 
 it('refuses with 503 at once, from the status socket, when no worker is idle', async () => {
-  // maxConnections 2 → 4 workers. Three are taken by the site's slow pages, one by a websocket.
-  const pages = Array.from({ length: 3 }, () => new FcgiRequest(daemon.managed!.address, Object.entries({
+  // maxConnections 2 and eventConcurrency 1 → 5 workers. Four are taken by the site's slow pages, one by a websocket.
+  const pages = Array.from({ length: 4 }, () => new FcgiRequest(daemon.managed!.address, Object.entries({
     REQUEST_METHOD: 'GET', SCRIPT_FILENAME: path.join(FIXTURES, 'hang.php'), SCRIPT_NAME: '/hang.php', CONTENT_LENGTH: '0',
   }), { onHead() {}, onStdout() {}, onStderr() {}, onEnd() {} }, { maxHeaderBlock: 1024 }));
   for (const p of pages) p.endStdin();

@@ -28,6 +28,7 @@ import { FrameType, closePayload, parseClosePayload, FrameError, type Frame } fr
 import { channelHead } from '../protocol/channel-frames.ts';
 import { type Hub, type Member } from '../hub/hub.ts';
 import { handleHubFrame } from './hub-frames.ts';
+import { TokenBucket } from './token-bucket.ts';
 import { type PhpEndpoint } from './php-endpoint.ts';
 import { ERRORS, wsfpmError, type WsfpmError } from '../errors.ts';
 import { type Log } from '../log.ts';
@@ -77,7 +78,7 @@ export function sendableCloseCode(code: number): boolean {
   return (code >= 1000 && code <= 1003) || (code >= 1007 && code <= 1014) || (code >= 3000 && code <= 4999);
 }
 
-function truncateReason(reason: string): string {
+export function truncateReason(reason: string): string {
   const b = Buffer.from(reason, 'utf8');
   if (b.length <= 123) return reason;
   let end = 123;
@@ -97,8 +98,7 @@ export function bridge(ws: WebSocket, php: PhpEndpoint, who: BridgeIdentity, hub
   let ticker: NodeJS.Timeout | null = null;
   let draining = false;
   let stallTimer: NodeJS.Timeout | null = null;
-  let tokens = options.messageRate;
-  let refilled = Date.now();
+  const bucket = new TokenBucket(options.messageRate);
   const started = Date.now();
 
   const closeClient = (code: number, reason = ''): void => {
@@ -266,7 +266,7 @@ export function bridge(ws: WebSocket, php: PhpEndpoint, who: BridgeIdentity, hub
     alive = true;
     if (phpEnded || closeSent) return;
     const payload = data as Buffer;
-    if (options.messageRate > 0 && !takeToken()) {
+    if (!bucket.take()) {
       observer.limit('WSFPM_ERR_RATE_LIMIT');
       return brokeProtocol(wsfpmError('WSFPM_ERR_RATE_LIMIT', `over ${options.messageRate} messages per second`));
     }
@@ -275,16 +275,6 @@ export function bridge(ws: WebSocket, php: PhpEndpoint, who: BridgeIdentity, hub
     observer.messageIn(payload.length);
     if (!php.send(isBinary ? FrameType.Binary : FrameType.Text, payload)) ws.pause();
   });
-
-  /** Token bucket: `messageRate` tokens a second, holding at most one second's worth. */
-  function takeToken(): boolean {
-    const now = Date.now();
-    tokens = Math.min(options.messageRate, tokens + ((now - refilled) * options.messageRate) / 1000);
-    refilled = now;
-    if (tokens < 1) return false;
-    tokens -= 1;
-    return true;
-  }
 
   ws.on('pong', () => {
     alive = true;

@@ -8,7 +8,8 @@
 import { type FpmAddress } from '../fastcgi/address.ts';
 import { type CgiHead } from '../fastcgi/cgi-headers.ts';
 import { FcgiRequest } from '../fastcgi/request.ts';
-import { FrameDecoder, FrameError, encodeFrame, frameHeader, type Frame } from '../protocol/frames.ts';
+import { FRAME_HEADER_LEN, FrameDecoder, FrameError, FrameType, encodeFrame, frameHeader, type Frame } from '../protocol/frames.ts';
+import { parseOpenPayload, type OpenMode } from '../protocol/event-frames.ts';
 import { wsfpmError, type WsfpmError } from '../errors.ts';
 import { type Log } from '../log.ts';
 
@@ -39,6 +40,8 @@ export class PhpEndpoint {
   #sink: PhpSink | null = null;
   #endError: WsfpmError | null | undefined = undefined;
   #bodyWaiter: ((error: WsfpmError | null) => void) | null = null;
+  /** Woken by output (or the end) that arrives while nothing is attached: openMode() waits on it. */
+  #heldWaiter: (() => void) | null = null;
   /** PHP reported a fatal error on STDERR: an end without CLOSE is then a crash, not a goodbye. */
   sawFatal = false;
 
@@ -65,6 +68,7 @@ export class PhpEndpoint {
         this.#endError = error;
         if (!this.#req.head) rejectHead(error ?? wsfpmError('WSFPM_ERR_PHP_ENDED'));
         this.#bodyWaiter?.(error);
+        this.#heldWaiter?.();
         this.#sink?.onEnd(error);
       },
       onDrain: () => this.#sink?.onDrain(),
@@ -86,6 +90,41 @@ export class PhpEndpoint {
     const late = await within(this.head, probeMs);
     if (late && late.status !== 101) return late;
     throw wsfpmError('WSFPM_ERR_FPM_BUSY', late ? 'PHP accepted only after the handshake timeout' : `no header block within ${timeoutMs} ms`);
+  }
+
+  /**
+   * The mode PHP chose in its OPEN frame (docs/protocol.md, "Events mode"),
+   * read from the output held before attach without consuming it. Bound
+   * when the first frame is not OPEN (the bridge then judges it) or when
+   * nothing comes within `timeoutMs`; throws WSFPM_ERR_PHP_FRAME for an
+   * OPEN payload that names no mode this daemon knows.
+   */
+  async openMode(timeoutMs: number): Promise<OpenMode> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const held = this.#held.length === 1 ? this.#held[0]! : Buffer.concat(this.#held);
+      if (held.length >= FRAME_HEADER_LEN) {
+        if (held[0] !== FrameType.Open) return { mode: 'bound' };
+        const end = FRAME_HEADER_LEN + held.readUInt32BE(1);
+        if (held.length >= end) {
+          try {
+            return parseOpenPayload(held.subarray(FRAME_HEADER_LEN, end));
+          } catch (err) {
+            throw wsfpmError('WSFPM_ERR_PHP_FRAME', (err as FrameError).message);
+          }
+        }
+      }
+      const left = deadline - Date.now();
+      if (this.ended || left <= 0 || this.#heldBytes > this.#holdLimit) return { mode: 'bound' };
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, left);
+        this.#heldWaiter = () => {
+          clearTimeout(timer);
+          resolve();
+        };
+      });
+      this.#heldWaiter = null;
+    }
   }
 
   get ended(): boolean {
@@ -155,6 +194,7 @@ export class PhpEndpoint {
     if (!this.#sink) {
       this.#held.push(chunk);
       this.#heldBytes += chunk.length;
+      this.#heldWaiter?.();
       if (this.#heldBytes > this.#holdLimit) {
         if (this.#bodyWaiter) this.destroy();
         else this.#req.pauseStdout();

@@ -73,11 +73,11 @@ function lengthBytes(n: number): Buffer {
 }
 
 /** Name-value pairs (spec 3.4): 1-byte lengths below 128, else 4 bytes with the top bit set. */
-export function encodePairs(pairs: Iterable<readonly [string, string]>): Buffer {
+export function encodePairs(pairs: Iterable<readonly [string, string | Buffer]>): Buffer {
   const parts: Buffer[] = [];
   for (const [name, value] of pairs) {
     const n = Buffer.from(name, 'utf8');
-    const v = Buffer.from(value, 'utf8');
+    const v = typeof value === 'string' ? Buffer.from(value, 'utf8') : value;
     if (n.length > 0x7fffffff || v.length > 0x7fffffff) throw new RangeError('name-value pair too long');
     parts.push(lengthBytes(n.length), lengthBytes(v.length), n, v);
   }

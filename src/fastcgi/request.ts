@@ -48,7 +48,8 @@ export class FcgiRequest {
   #connected = false;
   #done = false;
 
-  constructor(address: FpmAddress, params: Iterable<readonly [string, string]>, handlers: RequestHandlers, options: RequestOptions) {
+  /** `params` may come encoded already (encodePairs): an events-mode connection replays the same ones for every event. */
+  constructor(address: FpmAddress, params: Iterable<readonly [string, string]> | Buffer, handlers: RequestHandlers, options: RequestOptions) {
     this.#handlers = handlers;
     this.#headParser = new CgiHeaderParser(options.maxHeaderBlock);
     this.#decoder = new RecordDecoder((record) => this.#onRecord(record), {
@@ -68,7 +69,7 @@ export class FcgiRequest {
     this.#socket.on('error', (err: NodeJS.ErrnoException) => this.#onSocketError(err));
     this.#socket.on('close', () => this.#finish(wsfpmError('WSFPM_ERR_PHP_DIED', 'php-fpm closed the connection without END_REQUEST')));
     // Written before connect: net buffers it, and it reaches php-fpm as one burst.
-    const paramBytes = encodePairs(params);
+    const paramBytes = Buffer.isBuffer(params) ? params : encodePairs(params);
     this.#socket.cork();
     this.#socket.write(encodeBeginRequest(REQUEST_ID));
     for (const b of streamRecords(RecordType.Params, REQUEST_ID, paramBytes)) this.#socket.write(b);

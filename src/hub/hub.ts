@@ -154,6 +154,11 @@ export class Hub {
     return (await this.broker?.members(channel)) ?? this.members(channel);
   }
 
+  /** The channels a member is subscribed to (none for an unknown id). */
+  channelsOf(id: string): Iterable<string> {
+    return this.#members.get(id)?.channels.keys() ?? [];
+  }
+
   has(id: string): boolean {
     return this.#members.has(id);
   }

@@ -7,7 +7,7 @@ import { type Config } from '../config.ts';
  * hub, TLS files: those reload through reloadTls).
  */
 export const RELOADABLE: ReadonlySet<keyof Config> = new Set<keyof Config>([
-  'logLevel', 'origins', 'trustProxy', 'maxConnections', 'maxPerIp', 'messageRate', 'handshakeTimeout',
+  'logLevel', 'origins', 'trustProxy', 'maxConnections', 'maxEventConnections', 'maxPerIp', 'eventTimeout', 'eventQueue', 'messageRate', 'handshakeTimeout',
   'pingInterval', 'closeGrace', 'highWater', 'stallTimeout', 'maxRejectBody', 'maxHeaderBlock', 'drainTimeout',
 ]);
 

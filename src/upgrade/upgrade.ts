@@ -1,0 +1,342 @@
+/**
+ * Websocket upgrades: fastify with @fastify/websocket. An upgrade is checked
+ * (handshake, Origin, limits, script), then PHP decides: the preValidation
+ * hook opens the FastCGI request and waits for PHP's header block.
+ * `Status: 101` lets the handshake complete; anything else becomes the HTTP
+ * response. The OPEN frame after the 101 names the strategy: the bound
+ * bridge (the request stays open for the connection's life) or the event
+ * dispatcher (the daemon holds the websocket, the script runs per event).
+ */
+import { randomBytes } from 'node:crypto';
+import type { IncomingMessage } from 'node:http';
+import { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
+import fastifyWebsocket from '@fastify/websocket';
+import type { WebSocket } from 'ws';
+import { bridge, type BridgeHandle, type BridgeObserver } from '../bridge/bridge.ts';
+import { PhpEndpoint } from '../bridge/php-endpoint.ts';
+import { type FpmAddress } from '../fastcgi/address.ts';
+import { groupHeaders, type CgiHead } from '../fastcgi/cgi-headers.ts';
+import { poolIsFull } from '../fpm/status.ts';
+import { type Hub } from '../hub/hub.ts';
+import { type Metrics } from '../metrics.ts';
+import { type Config } from '../config.ts';
+import { wsfpmError, WsfpmError } from '../errors.ts';
+import { type Log } from '../log.ts';
+import { VERSION } from '../version.ts';
+import { type OpenMode } from '../protocol/event-frames.ts';
+import { EventDispatcher } from '../events/dispatcher.ts';
+import { checkHandshake, checkOrigin } from '../server/handshake.ts';
+import { diagnose, DOCTOR_SUFFIX } from '../server/diagnose.ts';
+import { clientOf } from '../server/forwarded.ts';
+import { buildParams } from '../server/params.ts';
+import { type Resolver } from '../server/resolve.ts';
+import { type PageHandler } from '../server/pages.ts';
+import { type Front } from '../server/front.ts';
+import { Slots, type Slot } from './slots.ts';
+
+/** What the hook learned about an accepted upgrade, for the handshake and the route. */
+interface Binding {
+  id: string;
+  ip: string;
+  php: PhpEndpoint;
+  params: Array<[string, string]>;
+  mode: OpenMode;
+  protocol: string | false;
+  extraHeaders: string[];
+  attached: boolean;
+  log: Log;
+  slot: Slot;
+}
+
+const kBinding = Symbol('wsfpm.binding');
+const kIdleProbe = Symbol('wsfpm.idleProbe');
+type RawWithBinding = IncomingMessage & { [kBinding]?: Binding; [kIdleProbe]?: boolean };
+
+/** The doctor's idle probe: a websocket that never pings, so the proxy's idle timeout shows. */
+const IDLE_PROBE_LIMIT = 10 * 60_000;
+function holdIdle(socket: WebSocket): void {
+  const timer = setTimeout(() => socket.close(1000, 'idle probe over'), IDLE_PROBE_LIMIT);
+  socket.once('close', () => clearTimeout(timer));
+}
+
+/** Hop-by-hop and framing headers: never copied from PHP onto a response. */
+const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'transfer-encoding', 'upgrade', 'content-length', 'te', 'trailer', 'proxy-connection']);
+
+export interface UpgradeParts {
+  /** Read at each upgrade: SIGHUP replaces it. */
+  config(): Config;
+  fpm: FpmAddress;
+  fpmStatus: FpmAddress | null;
+  resolver: Resolver;
+  hub: Hub;
+  metrics: Metrics;
+  /** What PHP needs to reach the control API (CGI params). */
+  controlEnv: Record<string, string>;
+  log: Log;
+}
+
+/** The roles that answer what is not a websocket of wsfpm's own. */
+export interface OtherRoles {
+  /** Standalone mode: requests that are not upgrades, and an Upgrade other than websocket (h2c), are pages. */
+  pages: PageHandler | null;
+  /** In front of a site: upgrades that are not wsfpm's, and every other request, go on to it. */
+  front: Front | null;
+}
+
+export interface Upgrades {
+  /** Bound and events-mode connections open, and upgrades PHP is deciding. */
+  connections(): number;
+  slots: Slots;
+  events: EventDispatcher;
+  /**
+   * Graceful stop: no new upgrades (503); every bound script is told the
+   * connection is closing (CLOSE 1001, then EOF) and its client gets 1001
+   * once the script has sent what it had; every events-mode client is closed
+   * with 1001 and gets its close event. After `graceMs` the rest are closed
+   * at once. Resolves when no connection is left.
+   */
+  drain(graceMs: number): Promise<void>;
+  /** Closes every bound websocket with `code` (1012 when their php-fpm master died); events-mode ones hold no worker and stay. */
+  closeBound(code: number, reason: string): void;
+  /**
+   * Adds the GET route that takes upgrades and hands everything else to
+   * `others`; called once those are registered, as the websocket plugin must
+   * come before them.
+   */
+  route(others: OtherRoles): void;
+}
+
+export async function registerUpgrades(app: FastifyInstance, parts: UpgradeParts): Promise<Upgrades> {
+  const { fpm, fpmStatus, resolver, hub, metrics, controlEnv } = parts;
+  let pages: PageHandler | null = null;
+  let front: Front | null = null;
+  const config = parts.config;
+  const slots = new Slots(() => config());
+  const bridges = new Set<BridgeHandle>();
+  let draining = false;
+  const observer: BridgeObserver = {
+    messageIn(bytes) {
+      metrics.hot.messagesIn.inc();
+      metrics.hot.bytesIn.inc(bytes);
+    },
+    messageOut(bytes) {
+      metrics.hot.messagesOut.inc();
+      metrics.hot.bytesOut.inc(bytes);
+    },
+    limit(code) {
+      metrics.limits.inc({ limit: code });
+    },
+  };
+  const events = new EventDispatcher(fpm, hub, () => config(), parts.log, {
+    message: (direction, bytes) => (direction === 'in' ? observer.messageIn(bytes) : observer.messageOut(bytes)),
+    event: (type, ok, seconds) => metrics.observeEvent(type, ok, seconds),
+  });
+  metrics.watchEvents(() => ({ connections: events.sessions.size, queued: events.queued, running: events.running }));
+  app.addHook('onClose', async () => events.stop());
+
+  await app.register(fastifyWebsocket, {
+    options: {
+      maxPayload: config().maxMessage,
+      perMessageDeflate: false,
+      handleProtocols: (_protocols: Set<string>, req: IncomingMessage) => (req as RawWithBinding)[kBinding]?.protocol ?? false,
+    },
+    errorHandler: (error: Error, socket: WebSocket, request: FastifyRequest) => {
+      // ws has already sent the right close code (1002, 1007, 1009); log it once and drop the socket.
+      const binding = (request.raw as RawWithBinding)[kBinding];
+      const log: Log = binding?.log ?? (request.log as unknown as Log);
+      log.info({ code: (error as NodeJS.ErrnoException).code, detail: error.message }, 'websocket protocol error from client');
+      socket.terminate();
+    },
+  });
+
+  app.websocketServer.on('headers', (headers: string[], req: IncomingMessage) => {
+    const binding = (req as RawWithBinding)[kBinding];
+    if (binding) headers.push(...binding.extraHeaders);
+  });
+
+  const refuse = (reply: FastifyReply, error: WsfpmError, log: Log, facts: object): FastifyReply => {
+    const level = error.status >= 500 ? 'warn' : 'info';
+    log[level]({ ...facts, status: error.status, code: error.code, detail: error.detail }, 'websocket upgrade refused');
+    // Names the cause for `wsfpm doctor` and for people reading curl output; the body says it in words.
+    reply.header('x-wsfpm-error', error.code);
+    metrics.rejects.inc({ reason: error.code });
+    if (error.status === 503) reply.header('retry-after', '5');
+    if (error.status === 426) reply.header('upgrade', 'websocket');
+    return reply.code(error.status).type('text/plain; charset=utf-8').send(`${error.message.split(':')[0]}\n`);
+  };
+
+  async function decide(request: FastifyRequest, reply: FastifyReply): Promise<void> {
+    if (!request.ws) return;
+    // Other upgrades (h2c) are not ours: a page, as if there were no Upgrade header.
+    if (pages && String(request.raw.headers.upgrade ?? '').toLowerCase() !== 'websocket') return void (await pages(request, reply));
+    if (front && !(await front.owns(request.raw))) return front.upgrade(request, reply);
+    const cfg = config();
+    const raw = request.raw as RawWithBinding;
+    const socket = raw.socket;
+    const id = randomBytes(16).toString('hex');
+    const log = (request.log as unknown as Log).child({ conn: id });
+    const client = clientOf(cfg.trustProxy, raw);
+    const facts = { path: raw.url, ip: client.remoteAddress, via: client.via };
+
+    const pathOnly = (raw.url ?? '/').split('?')[0]!;
+    if (pathOnly.endsWith(DOCTOR_SUFFIX)) {
+      if ((raw.url ?? '').endsWith('?idle')) {
+        raw[kIdleProbe] = true;
+        return;
+      }
+      return void reply.code(200).header('cache-control', 'no-store').send(diagnose(cfg, VERSION, raw, client));
+    }
+
+    const early = checkHandshake(raw.method ?? '', raw.headers) ?? checkOrigin(raw.headers.origin, client.host, cfg.origins);
+    if (early) return void refuse(reply, early, log, facts);
+    const slot = slots.take(client.remoteAddress, draining);
+    if (slot instanceof WsfpmError) return void refuse(reply, slot, log, facts);
+    if (fpmStatus) {
+      const full = await poolIsFull(fpmStatus, log);
+      if (full) {
+        slot.release();
+        return void refuse(reply, full, log, facts);
+      }
+    }
+    const url = raw.url ?? '/';
+    const q = url.indexOf('?');
+    const script = await resolver.resolve(q === -1 ? url : url.slice(0, q));
+    if (!script) {
+      slot.release();
+      return void refuse(reply, wsfpmError('WSFPM_ERR_NOT_FOUND', url.slice(0, 200)), log, facts);
+    }
+    // A client that left while we looked: nothing to open.
+    if (socket.destroyed) return slot.release();
+    const params = buildParams({
+      method: 'GET',
+      url,
+      rawHeaders: raw.rawHeaders,
+      remoteAddress: client.remoteAddress,
+      remotePort: client.remotePort,
+      localAddress: socket.localAddress ?? '',
+      localPort: socket.localPort ?? 0,
+      https: client.https,
+      host: client.host,
+      connectionId: id,
+      maxMessage: cfg.maxMessage,
+      extra: { ...controlEnv, WSFPM_MAX_CHANNELS: String(cfg.maxChannels), WSFPM_MAX_META: String(cfg.maxMeta), WSFPM_EVENT: 'open' },
+    }, script);
+    const php = new PhpEndpoint(fpm, params, { maxMessage: cfg.maxMessage, maxHeaderBlock: cfg.maxHeaderBlock }, log);
+    const binding: Binding = { id, ip: client.remoteAddress, php, params, mode: { mode: 'bound' }, protocol: false, extraHeaders: [], attached: false, log, slot };
+    // Until the route attaches, a client that leaves takes its PHP request with it.
+    socket.once('close', () => {
+      if (!binding.attached) {
+        php.destroy();
+        slot.release();
+      }
+    });
+    const fail = (error: WsfpmError): void => {
+      php.destroy();
+      slot.release();
+      refuse(reply, error, log, facts);
+    };
+
+    let head: CgiHead;
+    try {
+      const asked = process.hrtime.bigint();
+      head = await php.waitHead(cfg.handshakeTimeout, Math.min(1000, cfg.handshakeTimeout));
+      metrics.headerWait.observe(Number(process.hrtime.bigint() - asked) / 1e9);
+    } catch (err) {
+      return fail(err instanceof WsfpmError ? err : wsfpmError('WSFPM_ERR_PHP_DIED', String(err)));
+    }
+
+    if (head.status !== 101) {
+      const body = await php.body(cfg.maxRejectBody);
+      php.destroy();
+      slot.release();
+      log.info({ ...facts, status: head.status }, 'PHP refused the upgrade');
+      metrics.rejects.inc({ reason: `php_${head.status}` });
+      for (const [name, values] of groupHeaders(head.headers)) {
+        if (!HOP_BY_HOP.has(name)) reply.header(name, values.length === 1 ? values[0]! : values);
+      }
+      return void reply.code(head.status).send(body);
+    }
+
+    const offered = String(raw.headers['sec-websocket-protocol'] ?? '').split(',').map((s) => s.trim()).filter(Boolean);
+    for (const [name, value] of head.headers) {
+      const lower = name.toLowerCase();
+      if (lower === 'sec-websocket-protocol') {
+        if (!offered.includes(value)) return fail(wsfpmError('WSFPM_ERR_PHP_HEADERS', `PHP chose subprotocol ${JSON.stringify(value)}, which the client did not offer`));
+        binding.protocol = value;
+      } else if (lower === 'set-cookie' || (lower.startsWith('x-') && lower !== 'x-powered-by')) {
+        binding.extraHeaders.push(`${name}: ${value}`);
+      }
+    }
+    try {
+      binding.mode = await php.openMode(cfg.handshakeTimeout);
+    } catch (err) {
+      return fail(err as WsfpmError);
+    }
+    if (binding.mode.mode === 'events') {
+      const full = slot.toEvents();
+      if (full) {
+        php.destroy();
+        return void refuse(reply, full, log, facts);
+      }
+    }
+    raw[kBinding] = binding;
+  }
+
+  function attach(socket: WebSocket, request: FastifyRequest): void {
+    if ((request.raw as RawWithBinding)[kIdleProbe]) return holdIdle(socket);
+    const binding = (request.raw as RawWithBinding)[kBinding]!;
+    binding.attached = true;
+    const path = (request.raw.url ?? '/').split('?')[0]!;
+    const who = { id: binding.id, path, ip: binding.ip };
+    binding.log.info({ path: request.raw.url, ip: binding.ip, protocol: binding.protocol || undefined, mode: binding.mode.mode }, 'websocket open');
+    metrics.opened.inc();
+    if (binding.mode.mode === 'events') {
+      events.adopt(socket, binding.php, who, binding.params, binding.mode.batch, () => binding.slot.release());
+      return;
+    }
+    metrics.open.inc();
+    const opened = Date.now();
+    const handle = bridge(socket, binding.php, who, hub, config(), binding.log, observer, (code) => {
+      bridges.delete(handle);
+      metrics.open.dec();
+      metrics.closed.inc({ code: String(code) });
+      metrics.duration.observe((Date.now() - opened) / 1000);
+      binding.slot.release();
+    });
+    bridges.add(handle);
+  }
+
+  const connections = (): number => slots.bound + slots.events;
+  return {
+    connections,
+    slots,
+    events,
+    async drain(graceMs) {
+      draining = true;
+      for (const b of bridges) b.drain();
+      const eventsDone = events.drain(graceMs);
+      const deadline = Date.now() + graceMs;
+      while (slots.bound > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+      for (const b of bridges) b.terminate(1001, 'server shutting down');
+      await eventsDone;
+      while (connections() > 0 && Date.now() < deadline + 2000) await new Promise((r) => setTimeout(r, 20));
+    },
+    closeBound(code, reason) {
+      for (const b of bridges) b.terminate(code, reason);
+    },
+    route(others) {
+      pages = others.pages;
+      front = others.front;
+      app.route({
+        method: 'GET',
+        url: '/*',
+        preValidation: decide,
+        handler: pages ?? front?.web ?? ((_request, reply) => {
+          const error = wsfpmError('WSFPM_ERR_NOT_UPGRADE');
+          reply.code(error.status).header('upgrade', 'websocket').header('x-wsfpm-error', error.code).type('text/plain; charset=utf-8').send(`${error.message}\n`);
+        }),
+        wsHandler: attach,
+      });
+    },
+  };
+}
