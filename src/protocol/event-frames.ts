@@ -3,7 +3,7 @@
  * names a connection's mode, and the bodies of event requests. Pure: bytes
  * in, values out.
  */
-import { FrameError, encodeFrame } from './frames.ts';
+import { FrameError } from './frames.ts';
 
 export const MODE_EVENTS = 0x01;
 export const MAX_BATCH = 256;
@@ -26,9 +26,4 @@ export function openPayload(mode: OpenMode): Buffer {
   p[0] = MODE_EVENTS;
   p.writeUInt16BE(mode.batch, 1);
   return p;
-}
-
-/** One queued input of an event: a frame of the event's body, already encoded as header and payload parts. */
-export function bodyFrame(type: number, payload: Buffer): Buffer[] {
-  return encodeFrame(type, payload);
 }
