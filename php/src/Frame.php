@@ -104,6 +104,49 @@ final class Frame
             || ($code >= 3000 && $code <= 4999);
     }
 
+    /** @throws Exception for a code that may not be sent or a reason that is not UTF-8 */
+    public static function assertClose(int $code, string $reason): void
+    {
+        if (!self::isSendableCloseCode($code)) {
+            throw new Exception("close code $code may not be sent; use 1000-1003, 1007-1014 or 3000-4999");
+        }
+        if (!self::isUtf8($reason)) {
+            throw new Exception('a close reason must be valid UTF-8');
+        }
+    }
+
+    /**
+     * @param string $what the call, for the message: 'send', 'publish', ...
+     * @throws Exception for text that is not UTF-8 or data over the message limit
+     */
+    public static function assertMessage(string $data, bool $binary, int $max, string $what): void
+    {
+        if (strlen($data) > $max) {
+            throw new Exception(sprintf('cannot %s %d bytes: the limit is %d (WSFPM_MAX_MESSAGE)', $what, strlen($data), $max));
+        }
+        if (!$binary && !self::isUtf8($data)) {
+            throw new Exception('a text message must be valid UTF-8; send it with $binary = true');
+        }
+    }
+
+    /** @throws Exception for a frame payload over the daemon's limit, which counts a channel name or id too */
+    public static function assertFits(string $payload, int $max): void
+    {
+        if (strlen($payload) > $max) {
+            throw new Exception(sprintf(
+                'cannot send a %d-byte frame: the limit is %d (WSFPM_MAX_MESSAGE), and it counts the channel name or id too',
+                strlen($payload),
+                $max,
+            ));
+        }
+    }
+
+    public static function isUtf8(string $s): bool
+    {
+        // mbstring is optional; PCRE's UTF-8 check is always there and linear.
+        return preg_match('//u', $s) === 1;
+    }
+
     /**
      * Cut $s to at most $max bytes without splitting a UTF-8 character,
      * since a close reason with a broken tail makes browsers fail the connection.

@@ -529,6 +529,16 @@ test('accept() outside wsfpm throws a clear exception', function (): void {
     check(str_contains($out, 'protocol 2'), $out);
 });
 
+test('accept() in a message or close event of events mode points at Wsfpm\\Event', function (): void {
+    foreach (['message', 'close'] as $event) {
+        [$out] = child('$_SERVER["WSFPM_PROTOCOL"] = "1"; $_SERVER["WSFPM_EVENT"] = "' . $event . '";
+            try { Wsfpm\Connection::accept(); } catch (Wsfpm\Exception $e) { echo $e->getMessage(); }');
+        check(str_contains($out, "'$event' event") && str_contains($out, 'Wsfpm\Event::receive()'), $out);
+    }
+    [$out] = child('$_SERVER["WSFPM_PROTOCOL"] = "1"; $_SERVER["WSFPM_EVENT"] = "open"; Wsfpm\Connection::accept();');
+    same(Frame::encode(Frame::OPEN), $out, 'an open event may still choose bound mode');
+});
+
 test('accept() drops buffered output, sends OPEN; second accept throws', function () use ($open): void {
     [$out, $err] = child('$_SERVER["WSFPM_PROTOCOL"] = "1"; $_SERVER["WSFPM_CONNECTION_ID"] = "c0ffee";
         ob_start(); echo "stray whitespace";
