@@ -14,8 +14,6 @@ final class Connection
 {
     public const PROTOCOL_VERSION = Handshake::PROTOCOL_VERSION;
 
-    private const DEFAULT_MAX_MESSAGE = 1048576;
-
     private bool $closed = false;
 
     private ?int $closeCode = null;
@@ -87,7 +85,7 @@ final class Connection
             $in,
             $out,
             (string) ($_SERVER['WSFPM_CONNECTION_ID'] ?? ''),
-            Handshake::limitFromServer('WSFPM_MAX_MESSAGE', self::DEFAULT_MAX_MESSAGE),
+            Handshake::limit($_SERVER, 'WSFPM_MAX_MESSAGE', Frame::DEFAULT_MAX_MESSAGE),
             true,
             new InputSpool(),
         );
@@ -120,7 +118,7 @@ final class Connection
      * @param resource $in
      * @param resource $out
      */
-    public static function fromStreams($in, $out, string $id = 'test', int $maxMessage = self::DEFAULT_MAX_MESSAGE): self
+    public static function fromStreams($in, $out, string $id = 'test', int $maxMessage = Frame::DEFAULT_MAX_MESSAGE): self
     {
         if (!is_resource($in) || !is_resource($out)) {
             throw new Exception('fromStreams() needs two stream resources');

@@ -24,6 +24,15 @@ final class Frame
     public const TIMER = 0x20;
     public const TICK = 0x21;
 
+    // Events mode (docs/protocol.md, "Events mode").
+    public const META = 0x30;
+
+    /** OPEN payload's mode byte: events mode (an empty OPEN payload is bound mode). */
+    public const MODE_EVENTS = 0x01;
+
+    /** Most client messages one message event may carry. */
+    public const MAX_BATCH = 256;
+
     /** SUBSCRIBE flag: the channel's messages go straight to the client, not to PHP. */
     public const FLAG_FORWARD = 0x01;
 
@@ -45,6 +54,12 @@ final class Frame
     public const MAX_CHANNEL_OVERHEAD = 2 + self::MAX_CHANNEL;
 
     public const HEADER_SIZE = 5;
+
+    /** WSFPM_MAX_MESSAGE when the daemon gives none: 1 MiB. */
+    public const DEFAULT_MAX_MESSAGE = 1048576;
+
+    /** WSFPM_MAX_META when the daemon gives none: 4 KiB. */
+    public const DEFAULT_MAX_META = 4096;
 
     /** RFC 6455 limits a close frame's payload to 125 bytes, two of which are the code. */
     public const MAX_CLOSE_REASON = 123;
@@ -229,6 +244,48 @@ final class Frame
             ));
         }
         return pack('N', $ms);
+    }
+
+    /**
+     * The OPEN payload that chooses events mode: mode(1) batch(2, BE).
+     *
+     * @throws Exception for a batch outside 1..256
+     */
+    public static function openPayload(int $batch): string
+    {
+        if ($batch < 1 || $batch > self::MAX_BATCH) {
+            throw new Exception(sprintf('a batch is 1..%d messages per event, got %d', self::MAX_BATCH, $batch));
+        }
+        return chr(self::MODE_EVENTS) . pack('n', $batch);
+    }
+
+    /**
+     * Split a whole event body into its frames.
+     *
+     * @return list<array{0: int, 1: string}> type and payload of each frame
+     * @throws Exception for a frame cut short or over the limit ($max, plus a channel name for CHANNEL)
+     */
+    public static function splitFrames(string $bytes, int $max): array
+    {
+        $frames = [];
+        $at = 0;
+        $total = strlen($bytes);
+        while ($at < $total) {
+            if ($total - $at < self::HEADER_SIZE) {
+                throw new Exception('malformed event body: a frame header is cut short');
+            }
+            [$type, $length] = self::decodeHeader(substr($bytes, $at, self::HEADER_SIZE));
+            $limit = $type === self::CHANNEL ? $max + self::MAX_CHANNEL_OVERHEAD : $max;
+            if ($length > $limit) {
+                throw new Exception("malformed event body: a $length-byte frame is over the limit of $limit");
+            }
+            if ($total - $at - self::HEADER_SIZE < $length) {
+                throw new Exception('malformed event body: a frame payload is cut short');
+            }
+            $frames[] = [$type, substr($bytes, $at + self::HEADER_SIZE, $length)];
+            $at += self::HEADER_SIZE + $length;
+        }
+        return $frames;
     }
 
     /**

@@ -174,10 +174,14 @@ final class Handshake
         return $error !== null && ($error['type'] & self::FATAL_ERRORS) !== 0;
     }
 
-    /** A positive byte count from the daemon's parameters, or $default. */
-    public static function limitFromServer(string $name, int $default): int
+    /**
+     * A positive byte count from the daemon's parameters, or $default.
+     *
+     * @param array<mixed> $server $_SERVER, or a test's stand-in
+     */
+    public static function limit(array $server, string $name, int $default): int
     {
-        $value = (string) ($_SERVER[$name] ?? '');
+        $value = (string) ($server[$name] ?? '');
         return preg_match('/^\d{1,18}$/D', $value) === 1 && (int) $value > 0 ? (int) $value : $default;
     }
 }
