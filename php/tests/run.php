@@ -2,7 +2,8 @@
 
 declare(strict_types=1);
 
-// Framework-free tests of the codec, through Connection::fromStreams().
+// Framework-free tests of the codec, through Connection::fromStreams() and Event::fromStreams();
+// what needs a real request (shutdown, output buffers) runs in a child php-cli.
 // Run: php php/tests/run.php  — last line is "N passed, M failed"; exit code 1 on failure.
 
 require __DIR__ . '/../autoload.php';
