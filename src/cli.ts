@@ -28,7 +28,7 @@ function usage(): string {
     'wsfpm: websockets for PHP on php-fpm; each connection is one FastCGI request.',
     '',
     'usage: wsfpm [serve] [options]      run the daemon',
-    '       wsfpm demo [echo|chat|progress] [options]',
+    '       wsfpm demo [echo|chat|chat-events|progress] [options]',
     '                                    run a demo (examples/NAME) with its own php-fpm pool',
     '       wsfpm doctor URL [--idle-check SECONDS]',
     '                                    check a deployment through its public websocket URL',
@@ -120,7 +120,7 @@ async function serve(config: Config, reread: () => Config = () => config): Promi
   });
 }
 
-const DEMOS = ['echo', 'chat', 'progress'];
+const DEMOS = ['echo', 'chat', 'chat-events', 'progress'];
 
 async function demo(name: string, flags: Record<string, string>, env: NodeJS.ProcessEnv): Promise<void> {
   if (!DEMOS.includes(name)) throw new ConfigError(`unknown demo ${JSON.stringify(name)}: one of ${DEMOS.join(', ')}`);

@@ -8,119 +8,15 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import type { Browser, BrowserContext, Page } from 'playwright-core';
-import { refusal } from './helpers/harness.ts';
-import { browserMissing, launchBrowser, recordConsole, screenshot, startSite, type Site } from './helpers/browser.ts';
+import type { Browser } from 'playwright-core';
+import { browserMissing, describeChat, launchBrowser, recordConsole, screenshot, startSite, WAIT, type Site } from './helpers/browser.ts';
 
 const missing = browserMissing();
-const WAIT = 10_000;
 
-describe('examples/chat in two browsers', { skip: missing ?? false, timeout: 120_000 }, () => {
-  let site: Site;
-  let browser: Browser;
-  const contexts: BrowserContext[] = [];
-  const consoleLines: string[] = [];
-
-  before(async () => {
-    site = await startSite('chat');
-    browser = await launchBrowser();
-  });
-
-  after(async () => {
-    for (const c of contexts) await c.close().catch(() => {});
-    await browser?.close();
-    await site?.close();
-  });
-
-  /** A new browser context (own cookies, so its own PHP session), logged in as `name`. */
-  async function person(name: string): Promise<Page> {
-    const context = await browser.newContext({ viewport: { width: 1000, height: 620 } });
-    contexts.push(context);
-    const page = await context.newPage();
-    recordConsole(page, consoleLines, name);
-    await page.goto(site.url('/'));
-    await page.fill('#name', name);
-    await page.click('#login');
-    await page.waitForSelector('#text:not([disabled])', { timeout: WAIT });
-    return page;
-  }
-
-  const lines = (page: Page) => page.locator('#log li').allTextContents();
-  const members = (page: Page) => page.locator('#members li').allTextContents();
-
-  async function until<T>(what: string, read: () => Promise<T>, ok: (v: T) => boolean): Promise<T> {
-    const deadline = Date.now() + WAIT;
-    let last: T;
-    for (;;) {
-      last = await read();
-      if (ok(last)) return last;
-      if (Date.now() > deadline) throw new Error(`${what}: still ${JSON.stringify(last)}\n${consoleLines.join('\n')}`);
-      await new Promise((r) => setTimeout(r, 50));
-    }
-  }
-
-  let alice: Page;
-  let bob: Page;
-
-  it('refuses the websocket to someone who has not logged in', async () => {
-    const r = await refusal(`ws://127.0.0.1:${site.port}/`);
-    assert.equal(r.status, 401);
-    assert.equal(r.body, 'log in first');
-  });
-
-  it('logs two people in, each sees the other join, and both member lists agree', async () => {
-    alice = await person('Alice');
-    await until('Alice sees herself join', () => lines(alice), (l) => l.includes('You joined the room.'));
-    await until('Alice lists herself', () => members(alice), (m) => m.join() === 'Alice (you)');
-
-    bob = await person('Bob');
-    await until('Alice sees Bob join', () => lines(alice), (l) => l.includes('Bob joined.'));
-    await until('Alice lists both', () => members(alice), (m) => m.join() === 'Alice (you),Bob');
-    // Bob learns about Alice from her script's introduction (presence channel + sendTo).
-    await until('Bob lists both', () => members(bob), (m) => m.join() === 'Alice,Bob (you)');
-    assert.deepEqual(await lines(bob), ['You joined the room.']);
-    assert.equal(await alice.textContent('#status'), 'connected');
-  });
-
-  it('shows each one the other\'s messages', async () => {
-    await alice.fill('#text', 'Hi Bob! Is the websocket really PHP?');
-    await alice.press('#text', 'Enter');
-    await until('Bob gets Alice\'s message', () => lines(bob), (l) => l.includes('AliceHi Bob! Is the websocket really PHP?'));
-
-    await bob.fill('#text', 'Yes: one php-fpm request per connection <b>no HTML injection</b> ✓');
-    await bob.click('#send');
-    const expected = 'BobYes: one php-fpm request per connection <b>no HTML injection</b> ✓';
-    await until('Alice gets Bob\'s reply', () => lines(alice), (l) => l.includes(expected));
-    await until('Bob sees his own line', () => lines(bob), (l) => l.includes(expected));
-    assert.equal(await alice.locator('#log b').count(), 0, 'text is shown as text');
-
-    await alice.fill('#text', 'Nice. Let me show the others.');
-    await alice.press('#text', 'Enter');
-    await until('Bob gets the third line', () => lines(bob), (l) => l.includes('AliceNice. Let me show the others.'));
-    assert.deepEqual(await lines(alice), [
-      'You joined the room.',
-      'Bob joined.',
-      'AliceHi Bob! Is the websocket really PHP?',
-      expected,
-      'AliceNice. Let me show the others.',
-    ]);
-    await screenshot(alice, 'chat');
-  });
-
-  it('counts the people in the room on the login page (Client::members from a page request)', async () => {
-    const context = await browser.newContext();
-    contexts.push(context);
-    const page = await context.newPage();
-    await page.goto(site.url('/'));
-    assert.equal(await page.textContent('#here'), '2 people are chatting right now.');
-    await context.close();
-  });
-
-  it('announces a leave and updates the member list when a tab closes', async () => {
-    await bob.context().close();
-    await until('Alice sees Bob leave', () => lines(alice), (l) => l.at(-1) === 'Bob left.');
-    await until('Alice lists herself only', () => members(alice), (m) => m.join() === 'Alice (you)');
-  });
+describeChat({
+  example: 'chat',
+  said: ['Hi Bob! Is the websocket really PHP?', 'Yes: one php-fpm request per connection <b>no HTML injection</b> ✓', 'Nice. Let me show the others.'],
+  screenshot: 'chat',
 });
 
 describe('examples/progress in a browser', { skip: missing ?? false, timeout: 120_000 }, () => {

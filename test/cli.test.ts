@@ -84,7 +84,7 @@ it('doctor prints one verdict per line and exits 1 when a check fails, 2 on bad 
 it('demo takes the name of an example and refuses others', () => {
   const bad = run(['demo', 'nope']);
   assert.equal(bad.status, 2);
-  assert.match(bad.stderr, /unknown demo "nope": one of echo, chat, progress/);
+  assert.match(bad.stderr, /unknown demo "nope": one of echo, chat, chat-events, progress/);
 });
 
 it('SIGHUP re-reads .env: reloadable settings apply to new connections, the others are named as needing a restart', async () => {

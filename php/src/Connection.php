@@ -12,14 +12,7 @@ namespace Wsfpm;
  */
 final class Connection
 {
-    public const PROTOCOL_VERSION = '1';
-
-    private const DEFAULT_MAX_MESSAGE = 1048576;
-
-    private const FATAL_ERRORS = E_ERROR | E_PARSE | E_CORE_ERROR | E_COMPILE_ERROR | E_USER_ERROR | E_RECOVERABLE_ERROR;
-
-    /** A request has one response: it can be accepted or rejected once. */
-    private static bool $answered = false;
+    public const PROTOCOL_VERSION = Handshake::PROTOCOL_VERSION;
 
     private bool $closed = false;
 
@@ -58,36 +51,18 @@ final class Connection
      */
     public static function accept(array $headers = []): self
     {
-        $version = $_SERVER['WSFPM_PROTOCOL'] ?? null;
-        if ($version === null) {
+        $event = (string) ($_SERVER['WSFPM_EVENT'] ?? 'open');
+        if ($event !== 'open') {
             throw new Exception(
-                'Connection::accept() only works in a request made by the wsfpm daemon '
-                . '($_SERVER[\'WSFPM_PROTOCOL\'] is not set): point the websocket at wsfpm, not at the web server'
+                "Connection::accept() in a '$event' event: this connection was accepted in events mode, "
+                . 'so every later request of it is one event; handle it with Wsfpm\\Event::receive() (or Server::events())'
             );
         }
-        if ((string) $version !== self::PROTOCOL_VERSION) {
-            throw new Exception(sprintf(
-                'the wsfpm daemon speaks protocol %s but this library speaks %s: upgrade the older side',
-                (string) $version,
-                self::PROTOCOL_VERSION,
-            ));
-        }
-        self::assertCanRespond();
-        $lines = self::headerLines($headers);
-
-        // Must happen before the first byte of output, or PHP refuses the change;
-        // gzip output would not be frames.
-        @ini_set('zlib.output_compression', '0');
-        // An HTML warning printed into STDOUT would land between frames; keep errors visible in the log instead.
-        if (!in_array(strtolower((string) ini_get('display_errors')), ['', '0', 'off', 'no', 'false', 'stderr'], true)) {
-            @ini_set('display_errors', '0');
-            @ini_set('log_errors', '1');
-        }
-        self::dropOutputBuffers();
-        if (ob_get_level() > 0) {
-            throw new Exception('an output buffer that cannot be removed is active: it would hold frames back until the script ends');
-        }
-        self::$answered = true;
+        Handshake::assertProtocol('Connection::accept()');
+        Handshake::assertCanRespond();
+        $lines = Handshake::headerLines($headers);
+        Handshake::prepareOutput();
+        Handshake::markAnswered();
 
         // max_execution_time counts CPU time, which a busy connection eventually uses up.
         @set_time_limit(0);
@@ -96,10 +71,7 @@ final class Connection
             session_write_close();
         }
 
-        http_response_code(101);
-        foreach ($lines as [$line, $replace]) {
-            header($line, $replace);
-        }
+        Handshake::sendHead(101, $lines);
 
         $in = fopen('php://input', 'rb');
         $out = fopen('php://output', 'wb');
@@ -113,7 +85,7 @@ final class Connection
             $in,
             $out,
             (string) ($_SERVER['WSFPM_CONNECTION_ID'] ?? ''),
-            self::maxMessageFromServer(),
+            Handshake::limit($_SERVER, 'WSFPM_MAX_MESSAGE', Frame::DEFAULT_MAX_MESSAGE),
             true,
             new InputSpool(),
         );
@@ -135,27 +107,7 @@ final class Connection
      */
     public static function reject(int $status, string $body = '', array $headers = []): never
     {
-        // 1xx is not a refusal (101 would be read as acceptance).
-        if ($status < 200 || $status > 599) {
-            throw new Exception("reject() needs an HTTP status between 200 and 599, got $status");
-        }
-        self::assertCanRespond();
-        $lines = self::headerLines($headers);
-        // Stray output before reject() would be glued in front of the body.
-        self::dropOutputBuffers();
-        self::$answered = true;
-
-        http_response_code($status);
-        foreach ($lines as [$line, $replace]) {
-            header($line, $replace);
-        }
-        echo $body;
-        flush();
-        // Without this php-fpm holds the response until the daemon ends STDIN, which it never does on its own.
-        if (function_exists('fastcgi_finish_request')) {
-            fastcgi_finish_request();
-        }
-        exit;
+        Handshake::reject($status, $body, $headers);
     }
 
     /**
@@ -166,7 +118,7 @@ final class Connection
      * @param resource $in
      * @param resource $out
      */
-    public static function fromStreams($in, $out, string $id = 'test', int $maxMessage = self::DEFAULT_MAX_MESSAGE): self
+    public static function fromStreams($in, $out, string $id = 'test', int $maxMessage = Frame::DEFAULT_MAX_MESSAGE): self
     {
         if (!is_resource($in) || !is_resource($out)) {
             throw new Exception('fromStreams() needs two stream resources');
@@ -256,7 +208,7 @@ final class Connection
         if ($this->closed) {
             throw new Exception('cannot send: the connection is closed');
         }
-        $this->checkData($data, $binary, 'send');
+        Frame::assertMessage($data, $binary, $this->maxMessage, 'send');
         $this->write(Frame::encode($binary ? Frame::BINARY : Frame::TEXT, $data));
     }
 
@@ -268,12 +220,7 @@ final class Connection
      */
     public function close(int $code = 1000, string $reason = ''): void
     {
-        if (!Frame::isSendableCloseCode($code)) {
-            throw new Exception("close code $code may not be sent; use 1000-1003, 1007-1014 or 3000-4999");
-        }
-        if (!self::isUtf8($reason)) {
-            throw new Exception('a close reason must be valid UTF-8');
-        }
+        Frame::assertClose($code, $reason);
         if ($this->closed) {
             return;
         }
@@ -336,7 +283,7 @@ final class Connection
      */
     public function publish(string $channel, string $data, bool $binary = false, bool $excludeSelf = false): void
     {
-        $this->checkData($data, $binary, 'publish');
+        Frame::assertMessage($data, $binary, $this->maxMessage, 'publish');
         $this->writeFrame(Frame::PUBLISH, Frame::publishPayload($channel, $data, $binary, $excludeSelf));
     }
 
@@ -348,7 +295,7 @@ final class Connection
      */
     public function sendTo(string $connectionId, string $data, bool $binary = false): void
     {
-        $this->checkData($data, $binary, 'sendTo');
+        Frame::assertMessage($data, $binary, $this->maxMessage, 'sendTo');
         $this->writeFrame(Frame::SEND, Frame::sendPayload($connectionId, $data, $binary));
     }
 
@@ -387,35 +334,13 @@ final class Connection
         return $this->closeReason;
     }
 
-    /** @throws Exception for text that is not UTF-8 or data over the message limit */
-    private function checkData(string $data, bool $binary, string $what): void
-    {
-        if (strlen($data) > $this->maxMessage) {
-            throw new Exception(sprintf(
-                'cannot %s %d bytes: the limit is %d (WSFPM_MAX_MESSAGE)',
-                $what,
-                strlen($data),
-                $this->maxMessage,
-            ));
-        }
-        if (!$binary && !self::isUtf8($data)) {
-            throw new Exception('a text message must be valid UTF-8; send it with $binary = true');
-        }
-    }
-
     /** A channel, send or timer frame; the daemon's frame limit counts the whole payload. */
     private function writeFrame(int $type, string $payload): void
     {
         if ($this->closed) {
             throw new Exception('cannot talk to the daemon: the connection is closed');
         }
-        if (strlen($payload) > $this->maxMessage) {
-            throw new Exception(sprintf(
-                'cannot send a %d-byte frame: the limit is %d (WSFPM_MAX_MESSAGE), and it counts the channel name or id too',
-                strlen($payload),
-                $this->maxMessage,
-            ));
-        }
+        Frame::assertFits($payload, $this->maxMessage);
         $this->write(Frame::encode($type, $payload));
     }
 
@@ -432,10 +357,9 @@ final class Connection
     /** Runs last at script end; see accept(). */
     private function shutdown(): void
     {
-        $error = error_get_last();
-        if ($error !== null && ($error['type'] & self::FATAL_ERRORS) !== 0 && !$this->closed) {
+        if (Handshake::diedOfFatal() && !$this->closed) {
             // Half-rendered output of whatever died would corrupt the frame stream.
-            self::dropOutputBuffers();
+            Handshake::dropOutputBuffers();
             try {
                 // Never the error text: it can hold paths, queries or secrets, and the client is untrusted.
                 $this->sendClose(1011, 'internal error');
@@ -509,63 +433,5 @@ final class Connection
             // Pushes php-fpm's own buffer to the daemon now rather than at 8 KiB or script end.
             flush();
         }
-    }
-
-    private static function isUtf8(string $s): bool
-    {
-        // mbstring is optional; PCRE's UTF-8 check is always there and linear.
-        return preg_match('//u', $s) === 1;
-    }
-
-    private static function dropOutputBuffers(): void
-    {
-        // Clean, not flush: anything printed before accept() is not a frame.
-        while (ob_get_level() > 0 && @ob_end_clean()) {
-        }
-    }
-
-    private static function assertCanRespond(): void
-    {
-        if (self::$answered) {
-            throw new Exception('this request was already accepted or rejected');
-        }
-        if (headers_sent($file, $line)) {
-            throw new Exception("output started at $file:$line, so the response can no longer be a websocket upgrade");
-        }
-    }
-
-    /**
-     * Validated before anything is sent, so a bad header cannot leave a half-made response.
-     *
-     * @param array<mixed> $headers
-     * @return list<array{0: string, 1: bool}> header line and whether it replaces earlier ones
-     */
-    private static function headerLines(array $headers): array
-    {
-        $lines = [];
-        foreach ($headers as $name => $values) {
-            if (!is_string($name) || preg_match('/^[!#$%&\'*+.^_`|~0-9A-Za-z-]+$/D', $name) !== 1) {
-                throw new Exception('headers are given as [name => value] with HTTP token names, e.g. [\'X-Foo\' => \'bar\']');
-            }
-            $first = true;
-            foreach ((array) $values as $value) {
-                if (!is_string($value) && !is_int($value)) {
-                    throw new Exception("header $name: value must be a string");
-                }
-                $value = (string) $value;
-                if (strpbrk($value, "\r\n\0") !== false) {
-                    throw new Exception("header $name: value must not contain CR, LF or NUL");
-                }
-                $lines[] = ["$name: $value", $first];
-                $first = false;
-            }
-        }
-        return $lines;
-    }
-
-    private static function maxMessageFromServer(): int
-    {
-        $max = (string) ($_SERVER['WSFPM_MAX_MESSAGE'] ?? '');
-        return preg_match('/^\d{1,18}$/D', $max) === 1 && (int) $max > 0 ? (int) $max : self::DEFAULT_MAX_MESSAGE;
     }
 }

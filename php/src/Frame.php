@@ -24,6 +24,15 @@ final class Frame
     public const TIMER = 0x20;
     public const TICK = 0x21;
 
+    // Events mode (docs/protocol.md, "Events mode").
+    public const META = 0x30;
+
+    /** OPEN payload's mode byte: events mode (an empty OPEN payload is bound mode). */
+    public const MODE_EVENTS = 0x01;
+
+    /** Most client messages one message event may carry. */
+    public const MAX_BATCH = 256;
+
     /** SUBSCRIBE flag: the channel's messages go straight to the client, not to PHP. */
     public const FLAG_FORWARD = 0x01;
 
@@ -45,6 +54,12 @@ final class Frame
     public const MAX_CHANNEL_OVERHEAD = 2 + self::MAX_CHANNEL;
 
     public const HEADER_SIZE = 5;
+
+    /** WSFPM_MAX_MESSAGE when the daemon gives none: 1 MiB. */
+    public const DEFAULT_MAX_MESSAGE = 1048576;
+
+    /** WSFPM_MAX_META when the daemon gives none: 4 KiB. */
+    public const DEFAULT_MAX_META = 4096;
 
     /** RFC 6455 limits a close frame's payload to 125 bytes, two of which are the code. */
     public const MAX_CLOSE_REASON = 123;
@@ -102,6 +117,49 @@ final class Frame
         return ($code >= 1000 && $code <= 1003)
             || ($code >= 1007 && $code <= 1014)
             || ($code >= 3000 && $code <= 4999);
+    }
+
+    /** @throws Exception for a code that may not be sent or a reason that is not UTF-8 */
+    public static function assertClose(int $code, string $reason): void
+    {
+        if (!self::isSendableCloseCode($code)) {
+            throw new Exception("close code $code may not be sent; use 1000-1003, 1007-1014 or 3000-4999");
+        }
+        if (!self::isUtf8($reason)) {
+            throw new Exception('a close reason must be valid UTF-8');
+        }
+    }
+
+    /**
+     * @param string $what the call, for the message: 'send', 'publish', ...
+     * @throws Exception for text that is not UTF-8 or data over the message limit
+     */
+    public static function assertMessage(string $data, bool $binary, int $max, string $what): void
+    {
+        if (strlen($data) > $max) {
+            throw new Exception(sprintf('cannot %s %d bytes: the limit is %d (WSFPM_MAX_MESSAGE)', $what, strlen($data), $max));
+        }
+        if (!$binary && !self::isUtf8($data)) {
+            throw new Exception('a text message must be valid UTF-8; send it with $binary = true');
+        }
+    }
+
+    /** @throws Exception for a frame payload over the daemon's limit, which counts a channel name or id too */
+    public static function assertFits(string $payload, int $max): void
+    {
+        if (strlen($payload) > $max) {
+            throw new Exception(sprintf(
+                'cannot send a %d-byte frame: the limit is %d (WSFPM_MAX_MESSAGE), and it counts the channel name or id too',
+                strlen($payload),
+                $max,
+            ));
+        }
+    }
+
+    public static function isUtf8(string $s): bool
+    {
+        // mbstring is optional; PCRE's UTF-8 check is always there and linear.
+        return preg_match('//u', $s) === 1;
     }
 
     /**
@@ -186,6 +244,48 @@ final class Frame
             ));
         }
         return pack('N', $ms);
+    }
+
+    /**
+     * The OPEN payload that chooses events mode: mode(1) batch(2, BE).
+     *
+     * @throws Exception for a batch outside 1..256
+     */
+    public static function openPayload(int $batch): string
+    {
+        if ($batch < 1 || $batch > self::MAX_BATCH) {
+            throw new Exception(sprintf('a batch is 1..%d messages per event, got %d', self::MAX_BATCH, $batch));
+        }
+        return chr(self::MODE_EVENTS) . pack('n', $batch);
+    }
+
+    /**
+     * Split a whole event body into its frames.
+     *
+     * @return list<array{0: int, 1: string}> type and payload of each frame
+     * @throws Exception for a frame cut short or over the limit ($max, plus a channel name for CHANNEL)
+     */
+    public static function splitFrames(string $bytes, int $max): array
+    {
+        $frames = [];
+        $at = 0;
+        $total = strlen($bytes);
+        while ($at < $total) {
+            if ($total - $at < self::HEADER_SIZE) {
+                throw new Exception('malformed event body: a frame header is cut short');
+            }
+            [$type, $length] = self::decodeHeader(substr($bytes, $at, self::HEADER_SIZE));
+            $limit = $type === self::CHANNEL ? $max + self::MAX_CHANNEL_OVERHEAD : $max;
+            if ($length > $limit) {
+                throw new Exception("malformed event body: a $length-byte frame is over the limit of $limit");
+            }
+            if ($total - $at - self::HEADER_SIZE < $length) {
+                throw new Exception('malformed event body: a frame payload is cut short');
+            }
+            $frames[] = [$type, substr($bytes, $at + self::HEADER_SIZE, $length)];
+            $at += self::HEADER_SIZE + $length;
+        }
+        return $frames;
     }
 
     /**

@@ -5,7 +5,8 @@ declare(strict_types=1);
 namespace Wsfpm;
 
 /**
- * Drives a Handler over one connection, for code written in callback style.
+ * Drives a Handler over one connection (bound mode), or an EventHandler over
+ * the events of one request (events mode), for code written in callback style.
  */
 final class Server
 {
@@ -50,5 +51,46 @@ final class Server
             return;
         }
         $handler->onClose($conn, $conn->closeCode() ?? Frame::ABNORMAL, $conn->closeReason());
+    }
+
+    /**
+     * Events mode: handle the event this request carries. In the open event
+     * onOpen() runs, then the connection is accepted with $batch unless
+     * onOpen() accepted (or rejected) it itself.
+     *
+     * @param int $batch the most queued client messages one request may carry (1-256); each is one onMessage()
+     */
+    public static function events(EventHandler $handler, int $batch = 16): void
+    {
+        self::serveEvents(Event::receiveAll(), $handler, $batch);
+    }
+
+    /**
+     * Dispatch already received events (Event::receiveAll()). After the
+     * handler's own $ev->close() the rest of a batch is not dispatched: the
+     * connection is closing, as receive() returns null after close() in bound mode.
+     *
+     * @param non-empty-list<Event> $events
+     */
+    public static function serveEvents(array $events, EventHandler $handler, int $batch = 16): void
+    {
+        $first = $events[0];
+        if ($first->type === 'open') {
+            // Checked before onOpen() runs, so a bad batch is not mistaken for onOpen()'s failure.
+            Frame::openPayload($batch);
+            $handler->onOpen($first);
+            if (!$first->accepted()) {
+                $first->accept(batch: $batch);
+            }
+        } elseif ($first->type === 'close') {
+            $handler->onClose($first);
+        } else {
+            foreach ($events as $ev) {
+                if ($ev->closeCode() !== null) {
+                    break;
+                }
+                $handler->onMessage($ev);
+            }
+        }
     }
 }

@@ -2,7 +2,8 @@
 
 declare(strict_types=1);
 
-// Framework-free tests of the codec, through Connection::fromStreams().
+// Framework-free tests of the codec, through Connection::fromStreams() and Event::fromStreams();
+// what needs a real request (shutdown, output buffers) runs in a child php-cli.
 // Run: php php/tests/run.php  — last line is "N passed, M failed"; exit code 1 on failure.
 
 require __DIR__ . '/../autoload.php';
@@ -12,6 +13,8 @@ use Wsfpm\Client;
 use Wsfpm\Connection;
 use Wsfpm\ControlClient;
 use Wsfpm\ControlException;
+use Wsfpm\Event;
+use Wsfpm\EventHandler;
 use Wsfpm\Exception;
 use Wsfpm\Frame;
 use Wsfpm\Handler;
@@ -529,6 +532,16 @@ test('accept() outside wsfpm throws a clear exception', function (): void {
     check(str_contains($out, 'protocol 2'), $out);
 });
 
+test('accept() in a message or close event of events mode points at Wsfpm\\Event', function (): void {
+    foreach (['message', 'close'] as $event) {
+        [$out] = child('$_SERVER["WSFPM_PROTOCOL"] = "1"; $_SERVER["WSFPM_EVENT"] = "' . $event . '";
+            try { Wsfpm\Connection::accept(); } catch (Wsfpm\Exception $e) { echo $e->getMessage(); }');
+        check(str_contains($out, "'$event' event") && str_contains($out, 'Wsfpm\Event::receive()'), $out);
+    }
+    [$out] = child('$_SERVER["WSFPM_PROTOCOL"] = "1"; $_SERVER["WSFPM_EVENT"] = "open"; Wsfpm\Connection::accept();');
+    same(Frame::encode(Frame::OPEN), $out, 'an open event may still choose bound mode');
+});
+
 test('accept() drops buffered output, sends OPEN; second accept throws', function () use ($open): void {
     [$out, $err] = child('$_SERVER["WSFPM_PROTOCOL"] = "1"; $_SERVER["WSFPM_CONNECTION_ID"] = "c0ffee";
         ob_start(); echo "stray whitespace";
@@ -882,6 +895,406 @@ test('a plain Handler that subscribed gets channel messages and ticks in onMessa
 test('Message stays constructible with two arguments', function (): void {
     $m = new Message('x', true);
     same(['x', true, null, false, true], [$m->data, $m->binary, $m->channel, $m->tick, $m->fromClient()]);
+});
+
+// --- events mode: frames (golden bytes from docs/protocol.md, "Events mode") ---
+
+test('META is 0x30; the OPEN payload of events mode is mode(1) = 0x01, batch(2, BE)', function (): void {
+    same(0x30, Frame::META);
+    same("\x01\x00\x01", Frame::openPayload(1));
+    same("\x01\x00\x10", Frame::openPayload(16));
+    same("\x01\x01\x00", Frame::openPayload(256));
+    foreach ([0, -1, 257, 65536] as $bad) {
+        throws(fn () => Frame::openPayload($bad), 'batch');
+    }
+});
+
+test('splitFrames: a whole body into frames; cut short or over the limit throws', function (): void {
+    same([], Frame::splitFrames('', 10));
+    same([[Frame::TEXT, 'a'], [Frame::BINARY, ''], [0x7F, 'xyz']], Frame::splitFrames("\x01\x00\x00\x00\x01a\x02\x00\x00\x00\x00\x7F\x00\x00\x00\x03xyz", 10));
+    same([[Frame::CHANNEL, "\x00\x01c" . str_repeat('x', 10)]], Frame::splitFrames(Frame::encode(Frame::CHANNEL, "\x00\x01c" . str_repeat('x', 10)), 10), 'CHANNEL: message plus its name');
+    throws(fn () => Frame::splitFrames("\x01\x00\x00", 10), 'header is cut short');
+    throws(fn () => Frame::splitFrames("\x01\x00\x00\x00\x05abc", 10), 'payload is cut short');
+    throws(fn () => Frame::splitFrames(Frame::encode(Frame::TEXT, str_repeat('x', 11)), 10), 'over the limit');
+    throws(fn () => Frame::splitFrames("\x01\xFF\xFF\xFF\xFF", 10), 'over the limit');
+});
+
+// --- events mode: Event, from memory streams ---
+
+/**
+ * The events of one request: $event with $body and extra parameters, answering into a fresh memory stream.
+ *
+ * @param array<string, string> $server
+ * @return array{0: list<Event>, 1: resource}
+ */
+function events(string $event, string $body = '', array $server = []): array
+{
+    $out = memstream();
+    $server += ['WSFPM_EVENT' => $event, 'WSFPM_CONNECTION_ID' => str_repeat('0123456789abcdef', 2), 'WSFPM_MAX_MESSAGE' => '1024'];
+    return [Event::fromStreams(memstream($body), $out, $server), $out];
+}
+
+/** What error_log() says while $fn runs. */
+function logged(callable $fn): string
+{
+    $file = tempnam(sys_get_temp_dir(), 'wsfpm-log-');
+    $saved = ini_set('error_log', $file);
+    try {
+        $fn();
+    } finally {
+        ini_set('error_log', (string) $saved);
+    }
+    $log = (string) file_get_contents($file);
+    unlink($file);
+    return $log;
+}
+
+$T = fn (string $data): string => Frame::encode(Frame::TEXT, $data);
+
+test('open event: nothing is written before finish(), then OPEN(events, batch), the actions, META, in one write', function () use ($ID, $T): void {
+    [[$ev], $out] = events('open');
+    same(['open', '', false, null, null, '', $ID], [$ev->type, $ev->data, $ev->binary, $ev->channel, $ev->closeCode(), $ev->closeReason(), $ev->id()]);
+    same([], $ev->meta(), 'no meta at open');
+    $ev->accept(batch: 4);
+    $ev->setMeta(['room' => 'lobby', 'n' => 0]);
+    $ev->subscribe('user:7', forward: true);
+    $ev->send('welcome');
+    $ev->publish('room:lobby', 'joined', excludeSelf: true);
+    $ev->sendTo($ID, "\x00", true);
+    $ev->unsubscribe('old');
+    same('', contents($out), 'buffered');
+    same(['room' => 'lobby', 'n' => 0], $ev->meta(), 'meta() reflects setMeta()');
+    $ev->finish();
+    same(
+        "\x00\x00\x00\x00\x03\x01\x00\x04"
+        . "\x10\x00\x00\x00\x07\x01user:7"
+        . "\x01\x00\x00\x00\x07welcome"
+        . "\x12\x00\x00\x00\x12\x02\x0Aroom:lobbyjoined"
+        . "\x13\x00\x00\x00\x23\x01\x20" . $ID . "\x00"
+        . "\x11\x00\x00\x00\x03old"
+        . "\x30\x00\x00\x00\x16" . '{"room":"lobby","n":0}',
+        contents($out),
+    );
+    $ev->finish();
+    same(130, strlen(contents($out)), 'finish() is idempotent');
+    throws(fn () => $ev->send('late'), 'has ended');
+    throws(fn () => $ev->setMeta([]), 'has ended');
+    throws(fn () => $ev->close(), 'has ended');
+});
+
+test('open event: batch 1 by default; accept() checks batch and headers, and answers once', function (): void {
+    [[$ev], $out] = events('open');
+    throws(fn () => $ev->accept(batch: 0), 'batch');
+    throws(fn () => $ev->accept(batch: 257), 'batch');
+    throws(fn () => $ev->accept(['Bad Name' => 'x']), 'HTTP token');
+    throws(fn () => $ev->accept(['X-A' => "a\r\nInjected: 1"]), 'CR, LF');
+    same(false, $ev->accepted(), 'nothing accepted by a failed accept()');
+    $ev->accept(['X-A' => 'b']);
+    same(true, $ev->accepted());
+    throws(fn () => $ev->accept(), 'already accepted');
+    throws(fn () => $ev->reject(403), 'already accepted');
+    $ev->finish();
+    same("\x00\x00\x00\x00\x03\x01\x00\x01", contents($out));
+});
+
+test('open event left undecided: nothing written, and a log line if it had actions', function (): void {
+    [[$ev], $out] = events('open');
+    same('', logged(fn () => $ev->finish()));
+    same('', contents($out));
+    [[$ev], $out] = events('open');
+    $ev->send('never sent');
+    $log = logged(fn () => $ev->finish());
+    check(str_contains($log, 'without Event::accept() or reject()'), $log);
+    same('', contents($out));
+});
+
+test('message event: text, binary and channel messages of a batch, in order; meta from WSFPM_META', function () use ($T, $CH): void {
+    [$all, $out] = events('message', $T('héllo') . Frame::encode(Frame::BINARY, "\x00\xFF") . Frame::encode(0x7E, 'unknown: skipped') . $CH('room:1', 'news', true), ['WSFPM_META' => '{"n":3,"room":"lobby"}']);
+    same(3, count($all));
+    [$a, $b, $c] = $all;
+    same(['message', 'héllo', false, null, null], [$a->type, $a->data, $a->binary, $a->channel, $a->closeCode()]);
+    same(['message', "\x00\xFF", true, null], [$b->type, $b->data, $b->binary, $b->channel]);
+    same(['message', 'news', true, 'room:1'], [$c->type, $c->data, $c->binary, $c->channel]);
+    same(['n' => 3, 'room' => 'lobby'], $a->meta());
+    $a->finish();
+    same('', contents($out), 'no actions, nothing written');
+});
+
+test('the events of a batch share meta and actions: the next sees setMeta(), one META goes out, the last', function () use ($T): void {
+    [$all, $out] = events('message', $T('a') . $T('b') . $T('c'), ['WSFPM_META' => '{"n":0}']);
+    foreach ($all as $ev) {
+        $n = $ev->meta()['n'] + 1;
+        $ev->setMeta(['n' => $n] + $ev->meta());
+        $ev->send("#$n " . $ev->data);
+    }
+    same(['n' => 3], $all[0]->meta());
+    $all[2]->finish();
+    same($T('#1 a') . $T('#2 b') . $T('#3 c') . Frame::encode(Frame::META, '{"n":3}'), contents($out));
+    throws(fn () => $all[0]->send('x'), 'has ended');
+});
+
+test('setMeta: exactly WSFPM_MAX_META bytes of JSON fit, one more throws; 4096 by default; [] clears', function (): void {
+    [[$ev], $out] = events('message', Frame::encode(Frame::TEXT, 'x'), ['WSFPM_MAX_META' => '20', 'WSFPM_META' => '{"old":1}']);
+    $ev->setMeta(['s' => str_repeat('a', 12)]);                 // {"s":"aaaaaaaaaaaa"} = 20 bytes
+    throws(fn () => $ev->setMeta(['s' => str_repeat('a', 13)]), 'the limit is 20 (WSFPM_MAX_META)');
+    same(['s' => str_repeat('a', 12)], $ev->meta(), 'a refused setMeta() changes nothing');
+    $ev->setMeta([]);
+    same([], $ev->meta());
+    $ev->finish();
+    same("\x30\x00\x00\x00\x00", contents($out), 'an empty META clears it');
+
+    [[$ev]] = events('open');
+    $ev->setMeta(['s' => str_repeat('a', 4096 - 8)]);
+    throws(fn () => $ev->setMeta(['s' => str_repeat('a', 4096 - 7)]), 'the limit is 4096');
+    [[$ev]] = events('open', '', ['WSFPM_MAX_META' => 'nonsense']);
+    $ev->setMeta(['s' => str_repeat('a', 4096 - 8)]);
+});
+
+test('meta: unicode and slashes stay short, floats stay floats; what JSON cannot hold throws', function (): void {
+    [[$ev], $out] = events('open');
+    $ev->accept();
+    $ev->setMeta(['name' => 'Zoë', 'path' => '/a/b', 'f' => 1.0, 'list' => [1, 2]]);
+    same(['name' => 'Zoë', 'path' => '/a/b', 'f' => 1.0, 'list' => [1, 2]], $ev->meta());
+    throws(fn () => $ev->setMeta(['bad' => "\xFF"]), 'JSON-encodable');
+    throws(fn () => $ev->setMeta(['inf' => INF]), 'JSON-encodable');
+    $ev->finish();
+    check(str_ends_with(contents($out), '{"name":"Zoë","path":"/a/b","f":1.0,"list":[1,2]}'), show(contents($out)));
+});
+
+test('meta: a WSFPM_META that is not a JSON object or array throws when read', function (): void {
+    foreach (['not json', '42', '"text"', 'null'] as $bad) {
+        [[$ev]] = events('message', Frame::encode(Frame::TEXT, 'x'), ['WSFPM_META' => $bad]);
+        same('x', $ev->data, 'the event itself still parses');
+        throws(fn () => $ev->meta(), 'WSFPM_META');
+    }
+    [[$ev]] = events('message', Frame::encode(Frame::TEXT, 'x'), ['WSFPM_META' => '[]']);
+    same([], $ev->meta());
+});
+
+test('close event: the code and reason; 1005 for an empty CLOSE, 1006 for none', function () use ($C): void {
+    [[$ev]] = events('close', $C(4001, 'bye now'));
+    same(['close', '', 4001, 'bye now'], [$ev->type, $ev->data, $ev->closeCode(), $ev->closeReason()]);
+    [[$ev]] = events('close', Frame::encode(Frame::CLOSE));
+    same([1005, ''], [$ev->closeCode(), $ev->closeReason()]);
+    [[$ev]] = events('close');
+    same([1006, ''], [$ev->closeCode(), $ev->closeReason()]);
+});
+
+test('close event: calls aimed at the gone connection do nothing, publish and sendTo are written', function () use ($C, $ID): void {
+    [[$ev], $out] = events('close', $C(1001), ['WSFPM_META' => '{"room":"lobby"}']);
+    $ev->send('nobody hears this');
+    $ev->subscribe('x');
+    $ev->unsubscribe('x');
+    $ev->close(4000);
+    $ev->setMeta(['room' => 'gone']);
+    same(['room' => 'gone'], $ev->meta(), 'still read back locally');
+    $ev->publish('room:lobby', 'someone left');
+    $ev->sendTo($ID, 'you were told');
+    throws(fn () => $ev->send("\xFF"), 'UTF-8');
+    throws(fn () => $ev->subscribe('bad name'), 'invalid channel name');
+    throws(fn () => $ev->close(1006), 'may not be sent');
+    same([1001, ''], [$ev->closeCode(), $ev->closeReason()]);
+    $ev->finish();
+    same(Frame::encode(Frame::PUBLISH, "\x00\x0Aroom:lobbysomeone left") . Frame::encode(Frame::SEND, "\x00\x20" . $ID . 'you were told'), contents($out));
+});
+
+test('close() in a message event: CLOSE goes last, later calls aimed at the client do nothing', function () use ($T): void {
+    [[$ev], $out] = events('message', $T('quit'));
+    $ev->send('bye');
+    $ev->close(4000, str_repeat('r', 122) . 'ü');
+    same([4000, str_repeat('r', 122)], [$ev->closeCode(), $ev->closeReason()], 'reason cut on a character boundary');
+    $ev->close(1000);
+    $ev->send('after close');
+    $ev->publish('room', 'still goes out');
+    $ev->setMeta(['closing' => true]);
+    $ev->finish();
+    same(
+        $T('bye') . Frame::encode(Frame::PUBLISH, "\x00\x04roomstill goes out") . Frame::encode(Frame::META, '{"closing":true}')
+        . Frame::encode(Frame::CLOSE, pack('n', 4000) . str_repeat('r', 122)),
+        contents($out),
+    );
+});
+
+test('invalid channels, ids, text, sizes and close codes are refused before anything is queued', function () use ($ID, $T): void {
+    [[$ev], $out] = events('message', $T('x'), ['WSFPM_MAX_MESSAGE' => '40']);
+    throws(fn () => $ev->subscribe(''), 'invalid channel name');
+    throws(fn () => $ev->unsubscribe('a b'), 'invalid channel name');
+    throws(fn () => $ev->publish('room#1', 'x'), 'invalid channel name');
+    throws(fn () => $ev->publish('room', "\xC3\x28"), 'UTF-8');
+    throws(fn () => $ev->sendTo('ABC', 'x'), 'invalid connection id');
+    throws(fn () => $ev->send(str_repeat('a', 41)), 'limit is 40');
+    throws(fn () => $ev->publish('c', str_repeat('a', 38)), 'counts the channel name');
+    throws(fn () => $ev->sendTo($ID, str_repeat('b', 7)), 'counts the channel name or id');
+    throws(fn () => $ev->close(1005), 'may not be sent');
+    throws(fn () => $ev->close(1000, "\xFF"), 'UTF-8');
+    $ev->send(str_repeat('a', 40));
+    $ev->publish('c', str_repeat('a', 37));
+    $ev->finish();
+    same(45 + 45, strlen(contents($out)));
+});
+
+test('accept() and reject() belong to the open event', function () use ($T, $C): void {
+    [[$ev]] = events('message', $T('x'));
+    throws(fn () => $ev->accept(), "accept() is for the open event; this is a 'message' event");
+    throws(fn () => $ev->reject(403), 'reject() is for the open event');
+    [[$ev]] = events('close', $C(1000));
+    throws(fn () => $ev->accept(), "'close' event");
+});
+
+test('malformed bodies and parameters throw: no message, cut short, over the limit, bad CHANNEL, unknown event', function () use ($T): void {
+    throws(fn () => events('message'), 'without a message');
+    throws(fn () => events('message', Frame::encode(0x7E, 'x')), 'without a message');
+    throws(fn () => events('message', "\x01\x00\x00\x00\x09abc"), 'cut short');
+    throws(fn () => events('message', $T(str_repeat('x', 1025))), 'over the limit');
+    throws(fn () => events('message', Frame::encode(Frame::CHANNEL, "\x00\x09short")), 'malformed CHANNEL');
+    throws(fn () => events('upgrade'), "unknown WSFPM_EVENT 'upgrade'");
+    throws(fn () => Event::fromStreams('no', 'no', []), 'stream resources');
+});
+
+// --- events mode: EventHandler and Server::events ---
+
+final class RecordingEventHandler implements EventHandler
+{
+    /** @var list<string> */
+    public array $log = [];
+
+    public function __construct(private readonly int $ownBatch = 0)
+    {
+    }
+
+    public function onOpen(Event $ev): void
+    {
+        $this->log[] = 'open';
+        $ev->send('welcome');
+        if ($this->ownBatch > 0) {
+            $ev->accept(['X-Own' => '1'], $this->ownBatch);
+        }
+    }
+
+    public function onMessage(Event $ev): void
+    {
+        $this->log[] = 'message ' . ($ev->channel ?? 'client') . ' ' . $ev->data;
+        if ($ev->data === 'quit') {
+            $ev->close(4000);
+        }
+        $ev->send('echo ' . $ev->data);
+    }
+
+    public function onClose(Event $ev): void
+    {
+        $this->log[] = 'close ' . $ev->closeCode();
+        $ev->publish('room', 'left');
+    }
+}
+
+test('Server::serveEvents: open runs onOpen, then accepts with the batch given', function (): void {
+    [$events, $out] = events('open');
+    $h = new RecordingEventHandler();
+    Server::serveEvents($events, $h);
+    $events[0]->finish();
+    same(['open'], $h->log);
+    same(Frame::encode(Frame::OPEN, "\x01\x00\x10") . Frame::encode(Frame::TEXT, 'welcome'), contents($out), 'batch 16 by default');
+    [$events, $out] = events('open');
+    Server::serveEvents($events, new RecordingEventHandler(), 1);
+    $events[0]->finish();
+    same(Frame::encode(Frame::OPEN, "\x01\x00\x01") . Frame::encode(Frame::TEXT, 'welcome'), contents($out));
+    [$events] = events('open');
+    $h = new RecordingEventHandler();
+    throws(fn () => Server::serveEvents($events, $h, 300), 'batch');
+    same([], $h->log, 'a bad batch is refused before onOpen()');
+});
+
+test('Server::serveEvents: an onOpen() that accepts itself keeps its own batch', function (): void {
+    [$events, $out] = events('open');
+    Server::serveEvents($events, new RecordingEventHandler(3));
+    $events[0]->finish();
+    same(Frame::encode(Frame::OPEN, "\x01\x00\x03") . Frame::encode(Frame::TEXT, 'welcome'), contents($out));
+});
+
+test('Server::serveEvents: one onMessage() per message of a batch; none after the handler closed', function () use ($T, $CH): void {
+    [$events, $out] = events('message', $T('a') . $CH('news', 'n1') . $T('quit') . $T('not dispatched'));
+    $h = new RecordingEventHandler();
+    Server::serveEvents($events, $h);
+    $events[0]->finish();
+    same(['message client a', 'message news n1', 'message client quit'], $h->log);
+    same($T('echo a') . $T('echo n1') . Frame::encode(Frame::CLOSE, pack('n', 4000)), contents($out));
+});
+
+test('Server::serveEvents: a close event runs onClose()', function () use ($C): void {
+    [$events, $out] = events('close', $C(1001, 'going away'));
+    $h = new RecordingEventHandler();
+    Server::serveEvents($events, $h);
+    $events[0]->finish();
+    same(['close 1001'], $h->log);
+    same(Frame::encode(Frame::PUBLISH, "\x00\x04roomleft"), contents($out));
+});
+
+// --- events mode: receive() and the end of the request, in a child php-cli ---
+
+/** A child's code that prints, after everything else at shutdown, the status PHP would answer with. */
+$STATUS = 'register_shutdown_function(static fn () => register_shutdown_function(static fn () => fwrite(STDERR, "status=" . var_export(http_response_code(), true))));';
+
+test('Event::receive() outside wsfpm, or from a daemon without events mode, says so', function (): void {
+    [$out] = child('try { Wsfpm\Event::receive(); } catch (Wsfpm\Exception $e) { echo $e->getMessage(); }');
+    check(str_contains($out, 'Event::receive() only works in a request made by the wsfpm daemon'), $out);
+    [$out] = child('$_SERVER["WSFPM_PROTOCOL"] = "1"; try { Wsfpm\Event::receive(); } catch (Wsfpm\Exception $e) { echo $e->getMessage(); }');
+    check(str_contains($out, 'does not offer events mode'), $out);
+});
+
+test('open event: accept() drops earlier output; OPEN and the actions go out at the very end, after the script\'s shutdown functions', function () use ($STATUS): void {
+    [$out, $err] = child('$_SERVER += ["WSFPM_PROTOCOL" => "1", "WSFPM_EVENT" => "open", "WSFPM_CONNECTION_ID" => "c0ffee"];
+        ob_start(); echo "stray whitespace";
+        $ev = Wsfpm\Event::receive();
+        if (Wsfpm\Event::receive() !== $ev) { echo "not the same event"; }
+        $ev->accept(["X-A" => "b"], 2);
+        ' . $STATUS . '
+        register_shutdown_function(fn () => $ev->send("from shutdown"));
+        $ev->send($ev->id());
+        echo "oops";');
+    same(Frame::encode(Frame::OPEN, "\x01\x00\x02") . Frame::encode(Frame::TEXT, 'c0ffee') . Frame::encode(Frame::TEXT, 'from shutdown'), $out, "stdout (stderr: $err)");
+    check(str_contains($err, 'dropped 4 bytes an event script printed'), $err);
+    check(str_contains($err, 'status=101'), $err);
+});
+
+test('a fatal error or uncaught exception writes nothing and leaves a 500, in the open and in the close event', function () use ($STATUS): void {
+    [$out, $err] = child('$_SERVER += ["WSFPM_PROTOCOL" => "1", "WSFPM_EVENT" => "open"];
+        $ev = Wsfpm\Event::receive(); $ev->accept(); $ev->send("never"); ' . $STATUS . '
+        throw new RuntimeException("boom secret");');
+    same('', $out, "stdout (stderr: $err)");
+    check(str_contains($err, 'PHP Fatal error:  Uncaught RuntimeException: boom secret'), $err);
+    check(str_contains($err, 'status=500'), $err);
+    [$out, $err] = child('$_SERVER += ["WSFPM_PROTOCOL" => "1", "WSFPM_EVENT" => "close"];
+        $ev = Wsfpm\Event::receive(); $ev->publish("room", "left"); ' . $STATUS . '
+        wsfpm_no_such_function();');
+    same('', $out, "stdout (stderr: $err)");
+    check(str_contains($err, 'status=500'), $err);
+    [$out] = child('$_SERVER += ["WSFPM_PROTOCOL" => "1", "WSFPM_EVENT" => "close"];
+        $ev = Wsfpm\Event::receive(); $ev->publish("room", "left");');
+    same(Frame::encode(Frame::PUBLISH, "\x00\x04roomleft"), $out, 'the same event without the error');
+});
+
+test('an error status set by the script (a framework\'s exception handler) also writes nothing', function (): void {
+    [$out] = child('$_SERVER += ["WSFPM_PROTOCOL" => "1", "WSFPM_EVENT" => "close"];
+        set_exception_handler(static function (Throwable $e): void { http_response_code(500); echo "<h1>Oops</h1>"; });
+        $ev = Wsfpm\Event::receive(); $ev->publish("room", "left");
+        throw new RuntimeException("handled");');
+    same('', $out);
+});
+
+test('reject() in the open event: only the body, the script ends, no actions', function () use ($STATUS): void {
+    [$out, $err, $rc] = child('$_SERVER += ["WSFPM_PROTOCOL" => "1", "WSFPM_EVENT" => "open"];
+        ob_start(); echo "stray";
+        $ev = Wsfpm\Event::receive(); $ev->send("never"); ' . $STATUS . '
+        $ev->reject(401, "log in first"); echo "not reached";');
+    same('log in first', $out);
+    same(0, $rc);
+    check(str_contains($err, 'status=401') && !str_contains($err, 'wsfpm:'), $err);
+});
+
+test('a message or close event refuses to start once output was sent', function (): void {
+    [$out] = child('$_SERVER += ["WSFPM_PROTOCOL" => "1", "WSFPM_EVENT" => "close"]; echo "x"; flush();
+        try { Wsfpm\Event::receive(); } catch (Wsfpm\Exception $e) { echo $e->getMessage(); }');
+    check(str_contains($out, 'before Event::receive()'), $out);
 });
 
 // --- ControlClient (against a tiny HTTP server in a child php-cli) ---
