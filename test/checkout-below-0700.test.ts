@@ -15,15 +15,15 @@ import assert from 'node:assert/strict';
 import { cp, mkdtemp, readFile, rm, stat, symlink, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { pathToFileURL } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import { after, before, describe, it } from 'node:test';
 import { DEFAULTS } from '../src/defaults.ts';
 import { open } from './helpers/harness.ts';
-import { REPO } from './helpers/webservers.ts';
 
 type Web = typeof import('./helpers/webservers.ts');
 type Harness = typeof import('./helpers/harness.ts');
 
+const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 /** What the helpers load at run time; node_modules is linked, not copied. */
 const TREES = ['src', 'test/helpers', 'test/fixtures/site', 'test/fixtures/front', 'php', 'deploy', 'package.json', 'tsconfig.json'];
 const isRoot = process.getuid?.() === 0;
