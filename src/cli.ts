@@ -30,7 +30,7 @@ function usage(): string {
     'usage: wsfpm [serve] [options]      run the daemon',
     '       wsfpm demo [echo|chat|chat-events|progress] [options]',
     '                                    run a demo (examples/NAME) with its own php-fpm pool',
-    '       wsfpm doctor URL [--idle-check SECONDS]',
+    '       wsfpm doctor URL [--idle-check SECONDS] [--token DOCTOR_TOKEN]',
     '                                    check a deployment through its public websocket URL',
     '       wsfpm --help | --version',
     '',
@@ -133,20 +133,28 @@ async function demo(name: string, flags: Record<string, string>, env: NodeJS.Pro
   await serve(config);
 }
 
-/** `wsfpm doctor URL [--idle-check SECONDS]`: exit 0 when nothing failed, 1 otherwise. */
+/**
+ * `wsfpm doctor URL [--idle-check SECONDS] [--token T]`: exit 0 when nothing
+ * failed, 1 otherwise. The token may come from WSFPM_DOCTOR_TOKEN instead,
+ * which keeps it out of the process list.
+ */
 async function doctor(argv: string[]): Promise<void> {
   let target: string | undefined;
   let idle = 0;
+  let token = process.env.WSFPM_DOCTOR_TOKEN ?? '';
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i]!;
     if (arg === '--idle-check') {
       idle = Number(argv[++i]);
       if (!Number.isInteger(idle) || idle < 0 || idle > 600) throw new ConfigError('--idle-check takes whole seconds from 0 to 600');
+    } else if (arg === '--token') {
+      token = argv[++i] ?? '';
+      if (!token) throw new ConfigError('--token takes the daemon\'s --doctor-token');
     } else if (!arg.startsWith('-') && target === undefined) target = arg;
-    else throw new ConfigError(`doctor: unexpected ${JSON.stringify(arg)}; usage: wsfpm doctor https://example.com/ws/chat.php [--idle-check 70]`);
+    else throw new ConfigError(`doctor: unexpected ${JSON.stringify(arg)}; usage: wsfpm doctor https://example.com/ws/chat.php [--idle-check 70] [--token T]`);
   }
-  if (!target) throw new ConfigError('usage: wsfpm doctor https://example.com/ws/chat.php [--idle-check 70]');
-  const findings = await runDoctor(target, { idleCheck: idle });
+  if (!target) throw new ConfigError('usage: wsfpm doctor https://example.com/ws/chat.php [--idle-check 70] [--token T]');
+  const findings = await runDoctor(target, { idleCheck: idle, ...(token ? { token } : {}) });
   for (const f of findings) process.stdout.write(`${f.verdict.toUpperCase().padEnd(5)} ${f.text}\n`);
   process.exitCode = findings.some((f) => f.verdict === 'fail') ? 1 : 0;
 }

@@ -43,6 +43,7 @@ export interface Config {
   trustProxy: TrustPolicy;
   control: FpmAddress | null;
   controlToken: string;
+  doctorToken: string;
   maxChannels: number;
   redis: string;
   maxConnections: number;
@@ -71,7 +72,7 @@ function address(raw: string, listen = false): FpmAddress {
 }
 
 /** Settings where an empty value means "none" (WSFPM_INDEX= disables the front controller); elsewhere an empty variable counts as unset. */
-const EMPTY_MEANS_NONE = new Set<Key>(['index', 'routes', 'allowOrigins', 'trustProxy', 'fpmStatus', 'fpmUser', 'fpmInherit', 'control', 'controlToken', 'redis', 'upstream', 'wsPaths', 'tlsCert', 'tlsKey']);
+const EMPTY_MEANS_NONE = new Set<Key>(['index', 'routes', 'allowOrigins', 'trustProxy', 'fpmStatus', 'fpmUser', 'fpmInherit', 'control', 'controlToken', 'doctorToken', 'redis', 'upstream', 'wsPaths', 'tlsCert', 'tlsKey']);
 const SIZE_KEYS = new Set<Key>(['maxMessage', 'highWater', 'maxRejectBody', 'maxHeaderBlock', 'maxMeta']);
 const TIME_KEYS = new Set<Key>(['handshakeTimeout', 'pingInterval', 'closeGrace', 'requestTimeout', 'drainTimeout', 'stallTimeout', 'upstreamTimeout', 'eventTimeout']);
 
@@ -113,6 +114,12 @@ function parseRoutes(raw: string): Map<string, string> {
     routes.set(url, script);
   }
   return routes;
+}
+
+/** A bearer secret: empty (none), or long enough not to be guessed. */
+function parseToken(raw: string): string {
+  if (raw && raw.length < 16) throw new Error('use at least 16 characters');
+  return raw;
 }
 
 /** `http://host:port` only: the site behind sits on loopback or a private network, in plain HTTP. */
@@ -216,10 +223,8 @@ export function buildConfig(flags: Record<string, string>, env: NodeJS.ProcessEn
       if (a.kind === 'tcp' && !isLoopback(a.host)) throw new Error('the control API must stay off public addresses: use a loopback address (127.0.0.1, ::1) or a unix socket');
       return a;
     }),
-    controlToken: get('controlToken', (raw) => {
-      if (raw && raw.length < 16) throw new Error('use at least 16 characters');
-      return raw;
-    }),
+    controlToken: get('controlToken', parseToken),
+    doctorToken: get('doctorToken', parseToken),
     maxChannels: num('maxChannels'),
     redis: get('redis', (raw) => {
       if (raw && !/^rediss?:\/\/[^\s]+$/.test(raw)) throw new Error('expected redis://HOST:PORT[/DB] or rediss://…');

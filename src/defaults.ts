@@ -56,6 +56,8 @@ export const DEFAULTS = Object.freeze({
   control: 'tcp:127.0.0.1:8741',
   /** Bearer token the control API requires; empty: a random one per start (handed to a managed pool). */
   controlToken: '',
+  /** Token `wsfpm doctor --token` sends to see the daemon's version, --trust-proxy list, ping interval and the proxy's address on /.wsfpm-doctor; empty: everyone gets only what their own request showed. */
+  doctorToken: '',
   /** Redis for many nodes (`redis://host:6379/0`): channels, presence and sends-by-id shared across daemons; empty: this node alone. */
   redis: '',
   /** Channel subscriptions one connection may hold. */

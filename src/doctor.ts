@@ -3,13 +3,16 @@
  * site's real front URL, and says what to change for each problem. It asks
  * the daemon's diagnostic endpoint (`…/.wsfpm-doctor`, next to the script)
  * what it saw, then opens a real websocket to the script, and optionally
- * measures how long the proxy lets an idle websocket live.
+ * measures how long the proxy lets an idle websocket live. With the
+ * daemon's doctor token (`--token`, or WSFPM_DOCTOR_TOKEN) the endpoint also
+ * tells the version, the --trust-proxy list, the ping interval and the
+ * proxy's address; without it the advice names what to look up instead.
  */
 import { randomBytes } from 'node:crypto';
 import http from 'node:http';
 import https from 'node:https';
 import WebSocket from 'ws';
-import { DOCTOR_SUFFIX, type DoctorReport } from './server/diagnose.ts';
+import { DOCTOR_FORMAT, DOCTOR_SUFFIX, DOCTOR_TOKEN_HEADER, type DoctorReport } from './server/diagnose.ts';
 
 export type Verdict = 'ok' | 'warn' | 'fail';
 export interface Finding {
@@ -21,6 +24,8 @@ export interface DoctorOptions {
   /** Seconds to hold an idle websocket open to see whether the proxy cuts it; 0 skips. */
   idleCheck: number;
   timeoutMs?: number;
+  /** The daemon's --doctor-token; sent to the diagnostic endpoint only, never to the script. */
+  token?: string;
 }
 
 interface RawAnswer {
@@ -74,7 +79,7 @@ function toHttpUrl(u: URL): URL {
   return out;
 }
 
-function upgradeRequest(url: URL, origin: string, timeoutMs: number): Promise<RawAnswer | { error: string }> {
+function upgradeRequest(url: URL, origin: string, timeoutMs: number, extra: Record<string, string> = {}): Promise<RawAnswer | { error: string }> {
   return new Promise((resolve) => {
     const mod = url.protocol === 'https:' ? https : http;
     const req = mod.request(url, {
@@ -85,6 +90,7 @@ function upgradeRequest(url: URL, origin: string, timeoutMs: number): Promise<Ra
         'Sec-WebSocket-Key': randomBytes(16).toString('base64'),
         'Sec-WebSocket-Version': '13',
         Origin: origin,
+        ...extra,
       },
       timeout: timeoutMs,
       // A fresh connection each time: an upgrade request's connection is not reusable.
@@ -126,7 +132,7 @@ export async function runDoctor(target: string, options: DoctorOptions): Promise
   probe.search = '';
 
   // 1. Does an upgrade reach wsfpm, and what does wsfpm see?
-  const diag = await upgradeRequest(probe, origin, timeoutMs);
+  const diag = await upgradeRequest(probe, origin, timeoutMs, options.token ? { [DOCTOR_TOKEN_HEADER]: options.token } : {});
   if ('error' in diag) {
     say('fail', `cannot reach ${probe.origin}: ${diag.error}`);
     return findings;
@@ -134,7 +140,7 @@ export async function runDoctor(target: string, options: DoctorOptions): Promise
   let report: DoctorReport | null = null;
   try {
     const parsed = JSON.parse(diag.body) as DoctorReport;
-    if (diag.status === 200 && typeof parsed.wsfpm === 'string') report = parsed;
+    if (diag.status === 200 && parsed.doctor === DOCTOR_FORMAT) report = parsed;
   } catch {
     // Not wsfpm's report.
   }
@@ -146,14 +152,18 @@ export async function runDoctor(target: string, options: DoctorOptions): Promise
     }
     return findings;
   }
-  say('ok', `the upgrade reaches wsfpm ${report.wsfpm} (proxy at ${report.peer})`);
+  const daemon = report.daemon;
+  say('ok', daemon ? `the upgrade reaches wsfpm ${daemon.version} (proxy at ${daemon.peer})` : 'the upgrade reaches wsfpm');
+  if (options.token && !daemon) say('warn', 'the daemon did not take the doctor token: it is not its --doctor-token (WSFPM_DOCTOR_TOKEN), or it has none');
 
   const wantHttps = url.protocol === 'https:';
   const proxied = report.forwarded.for !== null || report.forwarded.host !== null;
   if (proxied && !report.peerTrusted) {
-    say('fail', `the proxy at ${report.peer} sends X-Forwarded-* but is not trusted, so PHP sees the proxy's address: add it to --trust-proxy (now "${report.trustProxy}")`);
+    say('fail', daemon
+      ? `the proxy at ${daemon.peer} sends X-Forwarded-* but is not trusted, so PHP sees the proxy's address: add it to --trust-proxy (now "${daemon.trustProxy}")`
+      : 'the proxy sends X-Forwarded-* but is not trusted, so PHP sees the proxy\'s address: add the address wsfpm sees it from to --trust-proxy (with --token the doctor names both)');
   } else if (proxied) {
-    say('ok', `forwarded headers from ${report.peer} are trusted: PHP sees REMOTE_ADDR ${report.client.address}`);
+    say('ok', `forwarded headers${daemon ? ` from ${daemon.peer}` : ''} are trusted: PHP sees REMOTE_ADDR ${report.client.address}`);
   }
   if (report.client.host.toLowerCase() !== url.host.toLowerCase()) {
     say('fail', `PHP sees Host "${report.client.host}" instead of "${url.host}": the proxy must send X-Forwarded-Host (Apache does; Nginx: proxy_set_header X-Forwarded-Host $http_host) from a trusted address`);
@@ -180,12 +190,14 @@ export async function runDoctor(target: string, options: DoctorOptions): Promise
   }
 
   // 3. Does the proxy cut idle websockets before wsfpm's pings would keep them alive?
-  if (options.idleCheck > 0) findings.push(await idleCheck(probe, origin, options.idleCheck, report.pingIntervalMs));
-  else say('warn', `idle timeout not measured (add --idle-check 70); wsfpm pings every ${report.pingIntervalMs / 1000} s, and Apache and Nginx cut idle websockets after 60 s by default`);
+  const pingIntervalMs = daemon?.pingIntervalMs ?? null;
+  if (options.idleCheck > 0) findings.push(await idleCheck(probe, origin, options.idleCheck, pingIntervalMs));
+  else say('warn', `idle timeout not measured (add --idle-check 70); ${pingIntervalMs === null ? 'wsfpm pings every --ping-interval' : `wsfpm pings every ${pingIntervalMs / 1000} s`}, and Apache and Nginx cut idle websockets after 60 s by default`);
   return findings;
 }
 
-function idleCheck(probe: URL, origin: string, seconds: number, pingIntervalMs: number): Promise<Finding> {
+/** `pingIntervalMs` null: not told (no doctor token), so a cut can only be reported, not judged. */
+function idleCheck(probe: URL, origin: string, seconds: number, pingIntervalMs: number | null): Promise<Finding> {
   return new Promise((resolve) => {
     const wsUrl = new URL(probe.href);
     wsUrl.protocol = probe.protocol === 'https:' ? 'wss:' : 'ws:';
@@ -204,6 +216,9 @@ function idleCheck(probe: URL, origin: string, seconds: number, pingIntervalMs: 
       const cut = (Date.now() - started) / 1000;
       if (cut >= seconds) return;
       clearTimeout(timer);
+      if (pingIntervalMs === null) {
+        return resolve({ verdict: 'warn', text: `the proxy cuts idle websockets after ${cut.toFixed(1)} s: wsfpm's --ping-interval must be below ${Math.floor(cut * 0.8)} s to keep them open (with --token the doctor checks it)` });
+      }
       const ok = pingIntervalMs > 0 && pingIntervalMs < cut * 1000 * 0.8;
       resolve({
         verdict: ok ? 'ok' : 'fail',

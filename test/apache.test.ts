@@ -40,6 +40,8 @@ const forms = {
   vhostSameUrl: form('vhost, same-URL form (deploy/apache/wsfpm-same-url.conf)', false),
 };
 
+/** The daemons' --doctor-token: the doctor reads their ping interval and trust list with it. */
+const DOCTOR_TOKEN = 'doctor-token-0123456789';
 const cleanups: Array<() => Promise<unknown>> = [];
 
 before(async () => {
@@ -53,7 +55,7 @@ before(async () => {
   /** The deploy setup (pings every second, trusts the local proxy) and the control (neither). */
   const daemons = async (root: string): Promise<{ tuned: string; untuned: string }> => {
     // startDaemon's pool argument only names a default socket; `fpm` points it at the websocket pool.
-    const fpm = { root, fpm: `unix:${wsPool.socket}`, logLevel: 'warn' };
+    const fpm = { root, fpm: `unix:${wsPool.socket}`, logLevel: 'warn', doctorToken: DOCTOR_TOKEN };
     const tuned = await startDaemon(site, { ...fpm, fpmStatus: `unix:${wsPool.statusSocket}`, pingInterval: '1000' });
     cleanups.push(() => tuned.close());
     const untuned = await startDaemon(site, { ...fpm, pingInterval: '0', trustProxy: '' });
@@ -149,13 +151,13 @@ for (const f of Object.values(forms)) describeProxyForm(f);
 
 describe('wsfpm doctor through Apache', () => {
   it('passes the deploy setup, and measures that pings outlast Apache\'s idle timeout', async () => {
-    const findings = await runDoctor(`http://127.0.0.1:${forms.htaccessPrefix.port}/ws/echo.php`, { idleCheck: TIMEOUT_S + 2 });
+    const findings = await runDoctor(`http://127.0.0.1:${forms.htaccessPrefix.port}/ws/echo.php`, { idleCheck: TIMEOUT_S + 2, token: DOCTOR_TOKEN });
     assert.deepEqual(findings.filter((f) => f.verdict === 'fail'), []);
     assert.ok(findings.some((f) => f.verdict === 'ok' && /cuts idle websockets after 2\.\d s; wsfpm pings every 1 s/.test(f.text)), JSON.stringify(findings));
   });
 
   it('names what is wrong with the untuned daemon: untrusted proxy, origin, no pings', async () => {
-    const fails = (await runDoctor(`http://127.0.0.1:${forms.vhostPrefix.untunedPort}/ws/echo.php`, { idleCheck: TIMEOUT_S + 2 }))
+    const fails = (await runDoctor(`http://127.0.0.1:${forms.vhostPrefix.untunedPort}/ws/echo.php`, { idleCheck: TIMEOUT_S + 2, token: DOCTOR_TOKEN }))
       .filter((f) => f.verdict === 'fail').map((f) => f.text).join('\n');
     assert.match(fails, /not trusted.*--trust-proxy/);
     assert.match(fails, /origin check refuses/);

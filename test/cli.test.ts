@@ -6,7 +6,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { after, before, it } from 'node:test';
-import { FIXTURES, open, refusal, startPool } from './helpers/harness.ts';
+import { FIXTURES, open, refusal, startDaemon, startPool } from './helpers/harness.ts';
+import { VERSION } from '../src/version.ts';
 import type { FpmPool } from '../src/fpm/pool.ts';
 
 const BIN = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', 'bin', 'wsfpm.js');
@@ -79,6 +80,27 @@ it('doctor prints one verdict per line and exits 1 when a check fails, 2 on bad 
   const down = run(['doctor', 'http://127.0.0.1:9/chat.php']);
   assert.equal(down.status, 1);
   assert.match(down.stdout, /^FAIL  cannot reach http:\/\/127\.0\.0\.1:9: nothing listens/m);
+});
+
+it('doctor --token, or WSFPM_DOCTOR_TOKEN, reaches the daemon: its version is shown', async () => {
+  const token = 'cli-doctor-token-0123';
+  const daemon = await startDaemon(pool, { doctorToken: token });
+  try {
+    // Not spawnSync: the daemon answering is in this process.
+    const doctor = (args: string[], env: Record<string, string> = {}): Promise<string> => new Promise((resolve) => {
+      const child = spawn(process.execPath, [BIN, 'doctor', `http://127.0.0.1:${daemon.port}/echo.php`, ...args], { cwd: tmp, env: { PATH: process.env.PATH ?? '', ...env } });
+      let out = '';
+      child.stdout.on('data', (c: Buffer) => (out += c.toString()));
+      child.once('exit', () => resolve(out));
+    });
+    const shown = new RegExp(`^OK    the upgrade reaches wsfpm ${VERSION.replaceAll('.', '\\.')} \\(proxy at 127\\.0\\.0\\.1\\)$`, 'm');
+    assert.match(await doctor(['--token', token]), shown);
+    assert.match(await doctor([], { WSFPM_DOCTOR_TOKEN: token }), shown);
+    assert.match(await doctor([]), /^OK    the upgrade reaches wsfpm$/m);
+  } finally {
+    await daemon.close();
+  }
+  assert.match(run(['doctor', 'http://127.0.0.1:9/x.php', '--token']).stderr, /--token takes the daemon's --doctor-token/);
 });
 
 it('demo takes the name of an example and refuses others', () => {

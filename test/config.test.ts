@@ -104,6 +104,7 @@ describe('defaults', () => {
       trustProxy: parseTrustList('127.0.0.1,::1'),
       control: { kind: 'tcp', host: '127.0.0.1', port: 8741 },
       controlToken: '',
+      doctorToken: '',
       maxChannels: 100,
       redis: '',
       maxPerIp: 100,
@@ -283,7 +284,7 @@ describe('precedence: flag > environment > default', () => {
   });
 
   test('every setting can be given by flag and by environment', () => {
-    const flags = { host: '0.0.0.0', port: '9000', fpm: 'tcp:127.0.0.1:9001', root: '/var/www', index: 'app.php', routes: '/ws=ws.php', pages: 'no', maxMessage: '2m', handshakeTimeout: '3s', pingInterval: '0', closeGrace: '1s', highWater: '32k', allowOrigins: '*', maxConnections: '10', maxRejectBody: '0', maxHeaderBlock: '4k', logLevel: 'silent', trustProxy: '10.0.0.0/8', fpmStatus: 'unix:/run/status.sock', fpmUser: 'www-data', fpmInherit: '/etc/php/www.conf', control: 'unix:/run/wsfpm.sock', controlToken: '0123456789abcdef', maxChannels: '7', redis: 'redis://127.0.0.1:6379/2', maxPerIp: '5', messageRate: '0', requestTimeout: '2s', drainTimeout: '1m', stallTimeout: '5s', upstream: 'http://127.0.0.1:8080', upstreamTimeout: '30s', wsPaths: '/ws/, /live/', tlsCert: 'tls/cert.pem', tlsKey: '/etc/wsfpm/key.pem', redirectPort: '8080', maxEventConnections: '50000', eventConcurrency: '3', eventTimeout: '2s', eventQueue: '9', maxMeta: '1k' };
+    const flags = { host: '0.0.0.0', port: '9000', fpm: 'tcp:127.0.0.1:9001', root: '/var/www', index: 'app.php', routes: '/ws=ws.php', pages: 'no', maxMessage: '2m', handshakeTimeout: '3s', pingInterval: '0', closeGrace: '1s', highWater: '32k', allowOrigins: '*', maxConnections: '10', maxRejectBody: '0', maxHeaderBlock: '4k', logLevel: 'silent', trustProxy: '10.0.0.0/8', fpmStatus: 'unix:/run/status.sock', fpmUser: 'www-data', fpmInherit: '/etc/php/www.conf', control: 'unix:/run/wsfpm.sock', controlToken: '0123456789abcdef', doctorToken: 'fedcba9876543210', maxChannels: '7', redis: 'redis://127.0.0.1:6379/2', maxPerIp: '5', messageRate: '0', requestTimeout: '2s', drainTimeout: '1m', stallTimeout: '5s', upstream: 'http://127.0.0.1:8080', upstreamTimeout: '30s', wsPaths: '/ws/, /live/', tlsCert: 'tls/cert.pem', tlsKey: '/etc/wsfpm/key.pem', redirectPort: '8080', maxEventConnections: '50000', eventConcurrency: '3', eventTimeout: '2s', eventQueue: '9', maxMeta: '1k' };
     const env = Object.fromEntries(Object.entries(flags).map(([k, v]) => [envName(k), v]));
     const expected: Config = {
       host: '0.0.0.0',
@@ -311,6 +312,7 @@ describe('precedence: flag > environment > default', () => {
       trustProxy: parseTrustList('10.0.0.0/8'),
       control: { kind: 'unix', path: '/run/wsfpm.sock' },
       controlToken: '0123456789abcdef',
+      doctorToken: 'fedcba9876543210',
       maxChannels: 7,
       redis: 'redis://127.0.0.1:6379/2',
       maxPerIp: 5,
@@ -351,6 +353,13 @@ describe('other settings', () => {
     assertConfigError(() => build({ fpm: 'tcp:127.0.0.1:0' }), 'port 0 is out of range 1-65535');
     assertConfigError(() => build({ fpm: 'tcp:127.0.0.1:65536' }), 'port 65536 is out of range');
     assertConfigError(() => build({}, { WSFPM_FPM: 'php-fpm' }), 'WSFPM_FPM="php-fpm"', '--fpm', 'expected unix:/path/to/php-fpm.sock or tcp:HOST:PORT');
+  });
+
+  test('tokens: empty (none) or at least 16 characters', () => {
+    assert.equal(build({ doctorToken: 'x'.repeat(16) }).doctorToken, 'x'.repeat(16));
+    assert.equal(build({}, { WSFPM_DOCTOR_TOKEN: '' }).doctorToken, '');
+    assertConfigError(() => build({ doctorToken: 'short' }), '--doctor-token', 'WSFPM_DOCTOR_TOKEN', 'at least 16 characters');
+    assertConfigError(() => build({}, { WSFPM_CONTROL_TOKEN: 'short' }), '--control-token', 'WSFPM_CONTROL_TOKEN', 'at least 16 characters');
   });
 
   test('root is resolved against the working directory', () => {

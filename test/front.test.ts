@@ -32,11 +32,10 @@ import { promisify } from 'node:util';
 import { after, before, describe, it } from 'node:test';
 import { WebSocketServer } from 'ws';
 import { open, refusal, startDaemon } from './helpers/harness.ts';
-import { CLIENT_IP, DEPLOY, REPO, freePort, startApache, startNginx, startSitePool, tempDir, unquotedDocLines, docBlockCount } from './helpers/webservers.ts';
+import { CLIENT_IP, DEPLOY, FRONT, freePort, startApache, startNginx, startSitePool, tempDir, unquotedDocLines, docBlockCount } from './helpers/webservers.ts';
 
 type Daemon = Awaited<ReturnType<typeof startDaemon>>;
 
-const FRONT = path.join(REPO, 'test', 'fixtures', 'front');
 const BEHIND_APACHE = path.join(DEPLOY, 'apache', 'behind-wsfpm.conf');
 const BEHIND_NGINX = path.join(DEPLOY, 'nginx', 'behind-wsfpm.conf');
 const BEHIND_NGINX_PHP = path.join(DEPLOY, 'nginx', 'behind-wsfpm-php.conf');

@@ -45,6 +45,8 @@ const forms = {
   sameUrl: form('same-URL form (deploy/nginx/wsfpm-same-url.conf)', false),
 };
 
+/** The daemons' --doctor-token: the doctor reads their ping interval and trust list with it. */
+const DOCTOR_TOKEN = 'doctor-token-0123456789';
 const cleanups: Array<() => Promise<unknown>> = [];
 let spool = '';
 
@@ -67,7 +69,7 @@ before(async () => {
   spool = wsPool.spool;
 
   // startDaemon's pool argument only names a default socket; `fpm` points it at the websocket pool.
-  const common = { root: SITE, fpm: `unix:${wsPool.socket}`, logLevel: 'warn' };
+  const common = { root: SITE, fpm: `unix:${wsPool.socket}`, logLevel: 'warn', doctorToken: DOCTOR_TOKEN };
   const tuned = await startDaemon(site, { ...common, fpmStatus: `unix:${wsPool.statusSocket}`, pingInterval: '1000' });
   cleanups.push(() => tuned.close());
   const untuned = await startDaemon(site, { ...common, pingInterval: '0', trustProxy: '' });
@@ -128,14 +130,14 @@ for (const f of Object.values(forms)) describeProxyForm(f);
 describe('wsfpm doctor through Nginx', () => {
   it('passes both deploy forms, and measures that pings outlast proxy_read_timeout', async () => {
     for (const [f, url] of [[forms.prefix, '/ws/echo.php'], [forms.sameUrl, '/echo.php']] as const) {
-      const findings = await runDoctor(`http://127.0.0.1:${f.port}${url}`, { idleCheck: READ_TIMEOUT_S + 2 });
+      const findings = await runDoctor(`http://127.0.0.1:${f.port}${url}`, { idleCheck: READ_TIMEOUT_S + 2, token: DOCTOR_TOKEN });
       assert.deepEqual(findings.filter((x) => x.verdict === 'fail'), [], f.name);
       assert.ok(findings.some((x) => x.verdict === 'ok' && /cuts idle websockets after 2\.\d s; wsfpm pings every 1 s/.test(x.text)), JSON.stringify(findings));
     }
   });
 
   it('names the untuned daemon\'s problems through the same Nginx', async () => {
-    const fails = (await runDoctor(`http://127.0.0.1:${forms.prefix.untunedPort}/ws/echo.php`, { idleCheck: READ_TIMEOUT_S + 2 }))
+    const fails = (await runDoctor(`http://127.0.0.1:${forms.prefix.untunedPort}/ws/echo.php`, { idleCheck: READ_TIMEOUT_S + 2, token: DOCTOR_TOKEN }))
       .filter((x) => x.verdict === 'fail').map((x) => x.text).join('\n');
     assert.match(fails, /not trusted.*--trust-proxy/);
     assert.match(fails, /pings every 0 s/);

@@ -63,6 +63,7 @@ export class FpmPool {
   /** The master's log (start-up errors, worker crashes, workers' stray output). */
   readonly logFile: string;
   #child: ChildProcess | null = null;
+  #watchdog: ChildProcess | null = null;
   #ownDir: boolean;
   #exited: Promise<void> = Promise.resolve();
   #stopping = false;
@@ -107,9 +108,12 @@ export class FpmPool {
     // Its own process group, so that stopping it can reach workers a dying master leaves behind.
     const child = spawn(binary, args, { stdio: 'ignore', detached: true });
     this.#child = child;
-    // If wsfpm dies without stopping the pool, neither the master nor its workers may outlive it.
+    // If wsfpm dies without stopping the pool, neither the master nor its workers may outlive it:
+    // on exit() here, on any death (SIGKILL, OOM) through the watchdog.
     const orphanGuard = (): void => killGroup(child, 'SIGKILL');
     process.once('exit', orphanGuard);
+    this.#endWatchdog();
+    if (child.pid !== undefined) this.#watchdog = watchGroup(child.pid);
     this.#exited = new Promise((resolve) =>
       child.once('exit', (code, signal) => {
         process.removeListener('exit', orphanGuard);
@@ -119,7 +123,12 @@ export class FpmPool {
     );
     this.#stopping = false;
     this.#ready = false;
-    await this.#waitReady(child);
+    try {
+      await this.#waitReady(child);
+    } catch (err) {
+      this.#endWatchdog();
+      throw err;
+    }
     this.#ready = true;
   }
 
@@ -175,6 +184,17 @@ export class FpmPool {
   /** Kills the master and every worker at once (workers of a dead master still serve its socket). */
   killAll(): void {
     if (this.#child) killGroup(this.#child, 'SIGKILL');
+    this.#endWatchdog();
+  }
+
+  /** Once the group is dead: a watchdog left running could one day kill a new group of the same number. */
+  #endWatchdog(): void {
+    const dog = this.#watchdog;
+    this.#watchdog = null;
+    if (!dog) return;
+    // SIGKILL first: it never runs again, so closing its pipe cannot set it off.
+    dog.kill('SIGKILL');
+    dog.stdin?.destroy();
   }
 
   /** The last lines of the master's log. */
@@ -198,6 +218,7 @@ export class FpmPool {
     }
     // Workers a killed master left behind still hold connections.
     if (child) killGroup(child, 'SIGKILL');
+    this.#endWatchdog();
     if (this.#ownDir) await rm(this.dir, { recursive: true, force: true });
   }
 
@@ -214,6 +235,28 @@ export class FpmPool {
 /** `php_admin_value[output_buffering] = 4096` → `output_buffering`. */
 function settingName(line: string): string {
   return /\[([^\]]+)\]/.exec(line)?.[1] ?? '';
+}
+
+/**
+ * Kills process group `pgid` when this process dies, however it dies: a
+ * shell in a session of its own waits for end-of-file on a pipe that only
+ * this process holds, which the kernel closes when this process ends,
+ * SIGKILL included (where no 'exit' handler runs). PR_SET_PDEATHSIG
+ * (`setpriv --pdeathsig`) on the master would not do: it is not inherited
+ * across fork, so the workers would not get it, and workers whose master
+ * died keep serving its socket; and a signal that kills wsfpm and the
+ * master together (the group of a test run, the OOM killer's choice) leaves
+ * no master to stop them.
+ */
+function watchGroup(pgid: number): ChildProcess {
+  const dog = spawn('/bin/sh', ['-c', 'read _; kill -s KILL -- "-$1"', 'wsfpm-fpm-watchdog', String(pgid)], { stdio: ['pipe', 'ignore', 'ignore'], detached: true });
+  // Without /bin/sh the pool still runs, guarded only by the 'exit' handler.
+  dog.once('error', () => {});
+  dog.stdin!.on('error', () => {});
+  // Neither the watchdog nor its pipe keeps this process alive.
+  dog.unref();
+  (dog.stdin as unknown as net.Socket).unref();
+  return dog;
 }
 
 function killGroup(child: ChildProcess, signal: NodeJS.Signals): void {

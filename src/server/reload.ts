@@ -8,7 +8,7 @@ import { type Config } from '../config.ts';
  */
 export const RELOADABLE: ReadonlySet<keyof Config> = new Set<keyof Config>([
   'logLevel', 'origins', 'trustProxy', 'maxConnections', 'maxEventConnections', 'maxPerIp', 'eventTimeout', 'eventQueue', 'messageRate', 'handshakeTimeout',
-  'pingInterval', 'closeGrace', 'highWater', 'stallTimeout', 'maxRejectBody', 'maxHeaderBlock', 'drainTimeout',
+  'pingInterval', 'closeGrace', 'highWater', 'stallTimeout', 'maxRejectBody', 'maxHeaderBlock', 'drainTimeout', 'doctorToken',
 ]);
 
 /** Settings compare by value: origin and trust policies by what was configured. */

@@ -9,7 +9,7 @@
  * exits without calling it.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { chmodSync, cpSync, existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { chmod, chown, copyFile, mkdir, mkdtemp, readdir, readFile, rm, symlink, writeFile } from 'node:fs/promises';
 import http from 'node:http';
 import net from 'node:net';
@@ -23,15 +23,48 @@ import { open, refusal, withTimeout } from './harness.ts';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 export const REPO = path.resolve(HERE, '..', '..');
+/** Read by the servers' masters at start-up (as root when the tests are), so the checkout's own files do. */
 export const DEPLOY = path.join(REPO, 'deploy');
-/** The PHP site behind the web servers; wsfpm's --root is this dir (or a copy of it). */
-export const SITE = path.join(REPO, 'test', 'fixtures', 'site');
 /** The client's address: not the proxy's 127.0.0.1, so the tests can tell them apart. */
 export const CLIENT_IP = '127.0.0.2';
 
 const isRoot = process.getuid?.() === 0;
 /** The site's user, as on Debian; only when the tests run as root. */
 const WEB_USER = 'www-data';
+
+/** The trees the servers' workers read at request time: the document roots and the PHP library their scripts require. */
+const SERVED = ['test/fixtures/site', 'test/fixtures/front', 'php'];
+
+/**
+ * A copy of SERVED in a temp dir every user can enter, with the
+ * repository's layout (so `require __DIR__ . '/../../../php/autoload.php'`
+ * still resolves). The workers of Apache, nginx and the site's pool run as
+ * www-data, which cannot enter a checkout below a 0700 or 0750 home
+ * directory: given the checkout's own files they answered 403/404/500.
+ * Copied once per test process, removed when it exits.
+ */
+function servedCopy(): string {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'wsfpm-served-'));
+  process.once('exit', () => rmSync(dir, { recursive: true, force: true }));
+  for (const tree of SERVED) cpSync(path.join(REPO, tree), path.join(dir, tree), { recursive: true });
+  // A clone made under umask 077 has 0600 files: the copy must not keep that.
+  const readable = (d: string): void => {
+    chmodSync(d, 0o755);
+    for (const e of readdirSync(d, { withFileTypes: true })) {
+      if (e.isDirectory()) readable(path.join(d, e.name));
+      else chmodSync(path.join(d, e.name), 0o644);
+    }
+  };
+  readable(dir);
+  return dir;
+}
+
+/** Where the servers find the test's PHP files: a readable copy of the checkout's, same layout. */
+export const SERVED_TREE = servedCopy();
+/** The PHP site behind the web servers; wsfpm's --root is this dir (or a copy of it). */
+export const SITE = path.join(SERVED_TREE, 'test', 'fixtures', 'site');
+/** The site wsfpm sits in front of (--upstream). */
+export const FRONT = path.join(SERVED_TREE, 'test', 'fixtures', 'front');
 
 /** A loopback port nobody listens on right now. */
 export function freePort(): Promise<number> {
@@ -233,7 +266,7 @@ export async function siteWithHtaccess(parent: string, name: string, htaccess: s
   const root = path.join(top, 'test', 'fixtures', 'site');
   await mkdir(root, { recursive: true });
   for (const d of [top, path.join(top, 'test'), path.join(top, 'test', 'fixtures'), root]) await chmod(d, 0o755);
-  await symlink(path.join(REPO, 'php'), path.join(top, 'php'));
+  await symlink(path.join(SERVED_TREE, 'php'), path.join(top, 'php'));
   for (const f of await readdir(SITE)) await copyFile(path.join(SITE, f), path.join(root, f));
   await copyFile(htaccess, path.join(root, '.htaccess'));
   return root;
