@@ -10,8 +10,6 @@ import dotenv from 'dotenv';
 import { DEFAULTS } from './defaults.ts';
 import { buildConfig, envName, flagName, type Config } from './config.ts';
 import { ConfigError } from './errors.ts';
-import { runDoctor } from './doctor.ts';
-import { createDaemon } from './server/app.ts';
 import { VERSION } from './version.ts';
 import { HELP } from './help.ts';
 
@@ -88,6 +86,9 @@ function environment(envFile: string | undefined): NodeJS.ProcessEnv {
 
 /** `reread` builds the settings again from the same flags and a fresh read of the environment and .env (SIGHUP). */
 async function serve(config: Config, reread: () => Config = () => config): Promise<void> {
+  // Loaded here rather than at the top, so --help, --version and a config error answer without loading fastify,
+  // ioredis and the rest (docs/performance.md, "Start-up").
+  const { createDaemon } = await import('./server/app.ts');
   const daemon = await createDaemon(config);
   const address = await daemon.app.listen({ host: config.host, port: config.port });
   daemon.app.log.info({ address, fpm: config.fpm, root: config.root, upstream: config.upstream || undefined }, 'wsfpm listening');
@@ -154,6 +155,7 @@ async function doctor(argv: string[]): Promise<void> {
     else throw new ConfigError(`doctor: unexpected ${JSON.stringify(arg)}; usage: wsfpm doctor https://example.com/ws/chat.php [--idle-check 70] [--token T]`);
   }
   if (!target) throw new ConfigError('usage: wsfpm doctor https://example.com/ws/chat.php [--idle-check 70] [--token T]');
+  const { runDoctor } = await import('./doctor.ts');
   const findings = await runDoctor(target, { idleCheck: idle, ...(token ? { token } : {}) });
   for (const f of findings) process.stdout.write(`${f.verdict.toUpperCase().padEnd(5)} ${f.text}\n`);
   process.exitCode = findings.some((f) => f.verdict === 'fail') ? 1 : 0;
