@@ -126,7 +126,7 @@ final class Frame
      */
     public static function assertChannel(string $channel): void
     {
-        if (preg_match('~^[A-Za-z0-9_.:@/-]{1,128}$~D', $channel) !== 1) {
+        if (preg_match('~^[A-Za-z0-9_.:@/=,;-]{1,128}$~D', $channel) !== 1) {
             throw new Exception(sprintf(
                 'invalid channel name %s: a channel is 1-128 characters of A-Z a-z 0-9 _ . : @ / - (e.g. "room:42")',
                 self::quote($channel),
