@@ -162,6 +162,11 @@ export class Hub {
     return [...(this.#channels.get(channel) ?? [])];
   }
 
+  /** Channels with a subscriber on this node. */
+  channels(): string[] {
+    return [...this.#channels.keys()];
+  }
+
   list(): MemberInfo[] {
     return [...this.#members.values()].map(({ member, channels }) => ({ id: member.id, path: member.path, ip: member.ip, since: member.since, channels: [...channels.keys()] }));
   }

@@ -33,6 +33,7 @@ import { buildParams } from './params.ts';
 import { registerPages } from './pages.ts';
 import { registerFront } from './front.ts';
 import { registerRedirect } from './redirect.ts';
+import { registerPusher } from '../pusher/register.ts';
 import { reloadTls, serverOptions } from './tls.ts';
 import { Resolver } from './resolve.ts';
 
@@ -315,6 +316,8 @@ export async function createDaemon(config: Config, logStream?: { write(line: str
   // In front of a site: requests that are not wsfpm's websockets go to it (front.ts).
   const front = config.upstream ? await registerFront(app, config, app.log as unknown as Log) : null;
   if (config.redirectPort) registerRedirect(app, config, app.log as unknown as Log);
+  // pusher-js / laravel-echo on /app/KEY and the Pusher HTTP API (src/pusher/).
+  if (config.pusherApps.length > 0) await registerPusher(app, { config: () => config, hub, log: app.log as unknown as Log });
   app.route({
     method: 'GET',
     url: '/*',

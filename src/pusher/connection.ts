@@ -1,0 +1,227 @@
+/**
+ * One pusher-js / laravel-echo connection (protocol 7) as a hub Member: its
+ * subscriptions are hub subscriptions under the same channel names, so
+ * whatever a bound PHP script, the control API or the HTTP API publishes
+ * on a channel reaches it, and its client events reach them.
+ *
+ * Nothing a client sends can throw out of here: a message that is not
+ * understood or not allowed gets a `pusher:error` (or, for a subscription,
+ * `pusher:subscription_error`) and one log line, and the socket stays open;
+ * only the 4000–4099 refusals at connect time close it.
+ */
+import { randomInt } from 'node:crypto';
+import type { WebSocket, RawData } from 'ws';
+import { type Hub, type Member } from '../hub/hub.ts';
+import { isChannelName } from '../protocol/channel-frames.ts';
+import { ERRORS, type ErrorCode } from '../errors.ts';
+import { PUSHER } from '../defaults.ts';
+import { TokenBucket } from '../token-bucket.ts';
+import { type Log } from '../log.ts';
+import { type PusherApp } from './apps.ts';
+import { validChannelAuth } from './signatures.ts';
+import { type Presence } from './presence.ts';
+import {
+  channelKind, connectionEstablished, hubEnvelope, memberAdded, memberRemoved, parseClientMessage, pong, pusherError, pusherFrame, subscriptionError, subscriptionSucceeded,
+  type ClientMessage,
+} from './messages.ts';
+
+export interface PusherSettings {
+  highWater: number;
+  pingInterval: number;
+  /** Messages per second of any kind; over it: close 1008 as for bound connections. 0 disables. */
+  messageRate: number;
+}
+
+export interface PusherContext {
+  hub: Hub;
+  presence: Presence;
+  log: Log;
+}
+
+/** Pusher's socket ids are two integers; unique among this node's hub members. */
+export function newSocketId(hub: Hub): string {
+  for (;;) {
+    const id = `${randomInt(1, 2 ** 31)}.${randomInt(1, 2 ** 31)}`;
+    if (!hub.has(id)) return id;
+  }
+}
+
+/** Refuses a connection the protocol's way: the error event, then a close with the same code. */
+export function refuseConnection(ws: WebSocket, code: ErrorCode, detail: string, log: Log): void {
+  const spec = ERRORS[code];
+  log.info({ code, detail, close: spec.close }, 'pusher connection refused');
+  ws.send(pusherError(spec.close, spec.message));
+  ws.close(spec.close, spec.message);
+}
+
+export function servePusher(ws: WebSocket, app: PusherApp, who: { ip: string }, settings: PusherSettings, ctx: PusherContext, onClosed: () => void): void {
+  const { hub, presence } = ctx;
+  const socketId = newSocketId(hub);
+  const log = ctx.log.child({ socket: socketId, app: app.id });
+  const started = Date.now();
+  /** channel → the user_id this socket holds there (presence), or null. */
+  const subscriptions = new Map<string, string | null>();
+  const messages = settings.messageRate > 0 ? new TokenBucket(settings.messageRate) : null;
+  const clientEvents = app.clientEventRate > 0 ? new TokenBucket(app.clientEventRate) : null;
+  let closed = false;
+  let alive = true;
+
+  const send = (text: string): void => {
+    if (!closed) ws.send(text);
+  };
+  const fail = (code: ErrorCode, detail: string): void => {
+    log.info({ code, detail }, 'pusher message refused');
+    send(pusherError(ERRORS[code].close, ERRORS[code].message));
+  };
+  const refuseSubscription = (channel: string, type: string, error: string, status: number): void => {
+    log.info({ code: status === 401 ? 'WSFPM_ERR_PUSHER_UNAUTHORIZED' : 'WSFPM_ERR_PUSHER_REQUEST', channel, detail: error }, 'pusher subscription refused');
+    send(subscriptionError(channel, type, error, status));
+  };
+
+  const member: Member = {
+    id: socketId,
+    path: `/app/${app.key}`,
+    ip: who.ip,
+    since: started,
+    deliverChannel(channel, data, binary) {
+      const frame = pusherFrame(channel, data, binary);
+      if (frame === null) return false;
+      return member.deliverDirect(Buffer.from(frame), false);
+    },
+    deliverDirect(data, binary) {
+      if (closed || binary) return false;
+      if (ws.bufferedAmount > settings.highWater) {
+        log.warn({ code: 'WSFPM_ERR_SLOW_CONSUMER', detail: `more than ${settings.highWater} bytes queued toward the client` }, 'connection failed');
+        ws.close(ERRORS.WSFPM_ERR_SLOW_CONSUMER.close, ERRORS.WSFPM_ERR_SLOW_CONSUMER.message);
+        closed = true;
+        return false;
+      }
+      ws.send(data);
+      return true;
+    },
+    close(code, reason) {
+      if (!closed) ws.close(code, reason);
+      closed = true;
+    },
+  };
+  hub.add(member);
+  log.info({ ip: who.ip }, 'pusher connection open');
+  ws.send(connectionEstablished(socketId, PUSHER.activityTimeout));
+
+  function subscribe(m: Extract<ClientMessage, { kind: 'subscribe' }>): void {
+    const { channel } = m;
+    if (!isChannelName(channel)) return refuseSubscription(channel.slice(0, 200), 'InvalidChannel', 'channel names are 1–128 of A–Z a–z 0–9 _ - = @ , . ; : /', 400);
+    if (subscriptions.has(channel)) return send(subscriptionSucceeded(channel, presenceList(channel)));
+    const kind = channelKind(channel);
+    let user: { id: string; info: unknown } | null = null;
+    if (kind !== 'public') {
+      const channelData = kind === 'presence' ? m.channelData : undefined;
+      if (kind === 'presence' && typeof channelData !== 'string') return refuseSubscription(channel, 'AuthError', 'a presence channel needs channel_data', 401);
+      if (!validChannelAuth(app, socketId, channel, m.auth, channelData as string | undefined)) return refuseSubscription(channel, 'AuthError', 'invalid signature', 401);
+      if (kind === 'presence') {
+        user = parseUser(channelData as string);
+        if (!user) return refuseSubscription(channel, 'AuthError', `channel_data must be JSON with a user_id, at most ${PUSHER.maxUserData} bytes`, 401);
+        if (!presence.has(channel, user.id) && presence.count(channel) >= PUSHER.maxPresenceMembers) {
+          return refuseSubscription(channel, 'LimitReached', `a presence channel holds at most ${PUSHER.maxPresenceMembers} users`, 4004);
+        }
+      }
+    }
+    if (!hub.subscribe(socketId, channel, true)) return refuseSubscription(channel, 'LimitReached', 'over the limit of channels per connection', 4004);
+    subscriptions.set(channel, user?.id ?? null);
+    if (!user) return send(subscriptionSucceeded(channel));
+    const added = presence.join(channel, socketId, user.id, user.info);
+    send(subscriptionSucceeded(channel, presenceList(channel)));
+    if (added) hub.publish(channel, memberAdded(user.id, user.info), false, socketId);
+  }
+
+  function presenceList(channel: string) {
+    if (channelKind(channel) !== 'presence') return undefined;
+    const members = presence.members(channel);
+    return { ids: [...members.keys()], hash: Object.fromEntries(members), count: members.size };
+  }
+
+  function unsubscribe(channel: string): void {
+    if (!subscriptions.has(channel)) return;
+    const userId = subscriptions.get(channel);
+    subscriptions.delete(channel);
+    hub.unsubscribe(socketId, channel);
+    if (userId != null && presence.leave(channel, socketId, userId)) hub.publish(channel, memberRemoved(userId), false, socketId);
+  }
+
+  function clientEvent(m: Extract<ClientMessage, { kind: 'client-event' }>): void {
+    if (!clientEvents) return fail('WSFPM_ERR_PUSHER_CLIENT_EVENT', `client events are off for app ${app.id} (--pusher-apps ID:KEY:SECRET:client-events)`);
+    if (channelKind(m.channel) === 'public') return fail('WSFPM_ERR_PUSHER_CLIENT_EVENT', 'client events go on private- and presence- channels only');
+    if (!subscriptions.has(m.channel)) return fail('WSFPM_ERR_PUSHER_UNAUTHORIZED', `not a member of ${m.channel.slice(0, 200)}`);
+    if (m.event.length > PUSHER.maxEventName) return fail('WSFPM_ERR_PUSHER_CLIENT_EVENT', `event name over ${PUSHER.maxEventName} characters`);
+    const size = Buffer.byteLength(JSON.stringify(m.data));
+    if (size > PUSHER.maxEventData) return fail('WSFPM_ERR_PUSHER_CLIENT_EVENT', `data of ${size} bytes is over ${PUSHER.maxEventData}`);
+    if (!clientEvents.take()) return fail('WSFPM_ERR_PUSHER_CLIENT_EVENT_RATE', `over ${app.clientEventRate} client events per second`);
+    hub.publish(m.channel, hubEnvelope(m.event, m.data, subscriptions.get(m.channel) ?? undefined), false, socketId);
+  }
+
+  ws.on('message', (data: RawData, isBinary: boolean) => {
+    alive = true;
+    if (closed) return;
+    if (messages && !messages.take()) {
+      log.info({ code: 'WSFPM_ERR_RATE_LIMIT', detail: `over ${settings.messageRate} messages per second` }, 'connection failed');
+      member.close(ERRORS.WSFPM_ERR_RATE_LIMIT.close, ERRORS.WSFPM_ERR_RATE_LIMIT.message);
+      return;
+    }
+    if (isBinary) return fail('WSFPM_ERR_PUSHER_BAD_MESSAGE', 'a binary message (the protocol is JSON text)');
+    const m = parseClientMessage((data as Buffer).toString('utf8'));
+    switch (m.kind) {
+      case 'ping':
+        return send(pong());
+      case 'pong':
+        return;
+      case 'subscribe':
+        return subscribe(m);
+      case 'unsubscribe':
+        return unsubscribe(m.channel);
+      case 'client-event':
+        return clientEvent(m);
+      case 'bad':
+        return fail('WSFPM_ERR_PUSHER_BAD_MESSAGE', m.why);
+    }
+  });
+
+  ws.on('pong', () => {
+    alive = true;
+  });
+  // pusher-js pings at the protocol level only after activity_timeout; these pings find dead peers sooner, as for bound connections.
+  const pinger = settings.pingInterval > 0
+    ? setInterval(() => {
+        if (!alive) {
+          log.info({ code: 'WSFPM_ERR_PING_TIMEOUT' }, 'client did not answer pings; dropping it');
+          ws.terminate();
+          return;
+        }
+        alive = false;
+        ws.ping();
+      }, settings.pingInterval)
+    : null;
+  pinger?.unref();
+
+  ws.on('close', (code: number) => {
+    closed = true;
+    if (pinger) clearInterval(pinger);
+    for (const channel of [...subscriptions.keys()]) unsubscribe(channel);
+    hub.remove(socketId);
+    log.info({ code, durationMs: Date.now() - started }, 'pusher connection closed');
+    onClosed();
+  });
+}
+
+function parseUser(channelData: string): { id: string; info: unknown } | null {
+  if (Buffer.byteLength(channelData) > PUSHER.maxUserData) return null;
+  let v: unknown;
+  try {
+    v = JSON.parse(channelData);
+  } catch {
+    return null;
+  }
+  if (typeof v !== 'object' || v === null) return null;
+  const { user_id: id, user_info: info } = v as { user_id?: unknown; user_info?: unknown };
+  if ((typeof id !== 'string' || id === '' || id.length > 128) && !(typeof id === 'number' && Number.isFinite(id))) return null;
+  return { id: String(id), info: info ?? null };
+}
