@@ -6,7 +6,7 @@
  * server's `data` is mostly a JSON-encoded string (pusher-js decodes it
  * again); clients send it as an object.
  *
- * The hub carries one message format for everyone (docs/pusher.md):
+ * The hub carries one message format for everyone (docs/laravel.md, "One hub"):
  * a Pusher event on channel C is published on hub channel C as the
  * envelope `{"event": NAME, "data": DATA}` (plus `"user_id"` for a client
  * event on a presence channel). wsfpm subscribers receive that JSON text as
