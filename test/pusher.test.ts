@@ -366,6 +366,22 @@ describe('one hub with wsfpm', () => {
   });
 });
 
+describe('frames', () => {
+  // Regression: hub deliveries went out as binary frames; pusher-js in Node read them, a browser drops them.
+  it('every delivery to a Pusher client is a text frame', async () => {
+    const { c, socketId } = await raw();
+    c.ws.send(JSON.stringify({ event: 'pusher:subscribe', data: { channel: 'text-only' } }));
+    const succeeded = await c.next();
+    assert.equal(succeeded.binary, false);
+    await trigger(['text-only'], 'ev', 1);
+    const delivered = await c.next();
+    assert.equal(delivered.binary, false);
+    assert.deepEqual(JSON.parse(delivered.data.toString()), { event: 'ev', channel: 'text-only', data: '1' });
+    assert.match(socketId, /\./);
+    c.ws.close();
+  });
+});
+
 describe('what a client cannot do to the daemon', () => {
   it('an unknown app key gets pusher:error 4001 and pusher-js does not retry', async () => {
     const p = new Pusher('no-such-key', { cluster: 'mt1', wsHost: '127.0.0.1', wsPort: h.port, forceTLS: false, enabledTransports: ['ws'], disableStats: true } as ConstructorParameters<typeof Pusher>[1]);

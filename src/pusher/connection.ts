@@ -78,6 +78,18 @@ export function servePusher(ws: WebSocket, app: PusherApp, who: { ip: string }, 
     send(subscriptionError(channel, type, error, status));
   };
 
+  /** Hub deliveries: text frames (the protocol is JSON text), never queued past highWater. */
+  const deliver = (text: string | Buffer): boolean => {
+    if (closed) return false;
+    if (ws.bufferedAmount > settings.highWater) {
+      log.warn({ code: 'WSFPM_ERR_SLOW_CONSUMER', detail: `more than ${settings.highWater} bytes queued toward the client` }, 'connection failed');
+      member.close(ERRORS.WSFPM_ERR_SLOW_CONSUMER.close, ERRORS.WSFPM_ERR_SLOW_CONSUMER.message);
+      return false;
+    }
+    ws.send(text, { binary: false });
+    return true;
+  };
+
   const member: Member = {
     id: socketId,
     path: `/app/${app.key}`,
@@ -85,20 +97,9 @@ export function servePusher(ws: WebSocket, app: PusherApp, who: { ip: string }, 
     since: started,
     deliverChannel(channel, data, binary) {
       const frame = pusherFrame(channel, data, binary);
-      if (frame === null) return false;
-      return member.deliverDirect(Buffer.from(frame), false);
+      return frame !== null && deliver(frame);
     },
-    deliverDirect(data, binary) {
-      if (closed || binary) return false;
-      if (ws.bufferedAmount > settings.highWater) {
-        log.warn({ code: 'WSFPM_ERR_SLOW_CONSUMER', detail: `more than ${settings.highWater} bytes queued toward the client` }, 'connection failed');
-        ws.close(ERRORS.WSFPM_ERR_SLOW_CONSUMER.close, ERRORS.WSFPM_ERR_SLOW_CONSUMER.message);
-        closed = true;
-        return false;
-      }
-      ws.send(data);
-      return true;
-    },
+    deliverDirect: (data, binary) => !binary && deliver(data),
     close(code, reason) {
       if (!closed) ws.close(code, reason);
       closed = true;
