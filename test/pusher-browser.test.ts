@@ -6,11 +6,11 @@
  * private channel event from the HTTP API, a whisper between them.
  */
 import assert from 'node:assert/strict';
-import { createHash, createHmac } from 'node:crypto';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import type { Browser, BrowserContext, Page } from 'playwright-core';
 import { startHarness, type Harness } from './helpers/harness.ts';
+import { APP_ID, KEY, SECRET, triggerEvent } from './helpers/pusher.ts';
 import { browserMissing, launchBrowser, recordConsole, REPO, screenshot } from './helpers/browser.ts';
 
 const missing = browserMissing();
@@ -27,7 +27,7 @@ describe('laravel-echo in Chromium', { skip: missing ?? false, timeout: 120_000 
   const consoleLines: string[] = [];
 
   before(async () => {
-    h = await startHarness({ pusherApps: 'test-app:test-key:test-secret-0123456789:client-events', pages: 'true' }, 8);
+    h = await startHarness({ pusherApps: `${APP_ID}:${KEY}:${SECRET}:client-events`, pages: 'true' }, 8);
     browser = await launchBrowser();
   });
   after(async () => {
@@ -70,15 +70,7 @@ describe('laravel-echo in Chromium', { skip: missing ?? false, timeout: 120_000 
     }
   }
 
-  async function trigger(channel: string, name: string, data: unknown): Promise<number> {
-    const p = `/apps/test-app/events`;
-    const body = JSON.stringify({ name, data: JSON.stringify(data), channels: [channel] });
-    const params: Record<string, string> = { auth_key: 'test-key', auth_timestamp: String(Math.floor(Date.now() / 1000)), auth_version: '1.0', body_md5: createHash('md5').update(body).digest('hex') };
-    const query = Object.keys(params).sort().map((k) => `${k}=${params[k]}`).join('&');
-    params.auth_signature = createHmac('sha256', 'test-secret-0123456789').update(`POST\n${p}\n${query}`).digest('hex');
-    const res = await fetch(`${site(p)}?${new URLSearchParams(params)}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body });
-    return res.status;
-  }
+  const trigger = async (channel: string, name: string, data: unknown): Promise<number> => (await triggerEvent(h.port, [channel], name, data)).status;
 
   it('two people: presence, a private event, a whisper, leaving', async () => {
     const alice = await person('alice');

@@ -6,21 +6,13 @@
  * written from Pusher's documented algorithm, not taken from a library.
  */
 import assert from 'node:assert/strict';
-import { createHash, createHmac } from 'node:crypto';
+import { createHmac } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
-import PusherModule from 'pusher-js';
-import WebSocket from 'ws';
 import { buildConfig } from '../src/config.ts';
 import { createDaemon } from '../src/server/app.ts';
 import { FIXTURES, logSink, open, startHarness, startPool, withTimeout, type Client, type Harness } from './helpers/harness.ts';
+import { APP_ID, KEY, Pusher, SECRET, connectPusher, next, pusherApi, signedUrl, subscribed, triggerEvent, type Channel, type SignOptions } from './helpers/pusher.ts';
 
-// pusher-js is CommonJS whose types declare `export default`: at run time the default import is already the class.
-const Pusher = PusherModule as unknown as typeof PusherModule.default;
-type Pusher = InstanceType<typeof Pusher>;
-
-const APP_ID = 'test-app';
-const KEY = 'test-key';
-const SECRET = 'test-secret-0123456789';
 const APPS = `${APP_ID}:${KEY}:${SECRET}:client-events,quiet-app:quiet-key:quiet-secret-0123456789`;
 
 let h: Harness;
@@ -34,66 +26,10 @@ after(async () => {
   await h?.close();
 });
 
-type Channel = ReturnType<Pusher['subscribe']>;
-
-/** A pusher-js client as a Laravel page configures it (wsHost/wsPort of the site, ws only), connected. */
-async function connect(user = 'alice', key = KEY, port = h.port): Promise<Pusher> {
-  const p = new Pusher(key, {
-    cluster: 'mt1',
-    wsHost: '127.0.0.1',
-    wsPort: port,
-    forceTLS: false,
-    enabledTransports: ['ws'],
-    disableStats: true,
-    channelAuthorization: { endpoint: `http://127.0.0.1:${port}/pusher/auth.php`, transport: 'ajax', params: { user } },
-  } as ConstructorParameters<typeof Pusher>[1]);
-  clients.push(p);
-  await withTimeout(new Promise<void>((resolve) => p.connection.bind('connected', () => resolve())), 10_000, 'pusher-js connected');
-  return p;
-}
-
-/** The next `event` on `channel`, with its data. */
-function next<T = unknown>(channel: Channel, event: string, what = event): Promise<T> {
-  return withTimeout(new Promise<T>((resolve) => {
-    const f = (data: T): void => {
-      channel.unbind(event, f);
-      resolve(data);
-    };
-    channel.bind(event, f);
-  }), 10_000, what);
-}
-
-async function subscribed(p: Pusher, name: string): Promise<Channel> {
-  const channel = p.subscribe(name);
-  const failed = next<{ status?: number }>(channel, 'pusher:subscription_error').then((e) => {
-    throw new Error(`subscription to ${name} failed: ${JSON.stringify(e)}`);
-  });
-  failed.catch(() => {});
-  await Promise.race([next(channel, 'pusher:subscription_succeeded'), failed]);
-  return channel;
-}
-
-/** Pusher's request signature, from its HTTP API reference: HMAC-SHA256 over METHOD\nPATH\nsorted query. */
-function signed(method: string, path: string, body: string, options: { secret?: string; key?: string; timestamp?: number; query?: Record<string, string> } = {}): string {
-  const params: Record<string, string> = {
-    ...options.query,
-    auth_key: options.key ?? KEY,
-    auth_timestamp: String(options.timestamp ?? Math.floor(Date.now() / 1000)),
-    auth_version: '1.0',
-    ...(body ? { body_md5: createHash('md5').update(body).digest('hex') } : {}),
-  };
-  const query = Object.keys(params).sort().map((k) => `${k}=${params[k]}`).join('&');
-  const signature = createHmac('sha256', options.secret ?? SECRET).update(`${method}\n${path}\n${query}`).digest('hex');
-  return `http://127.0.0.1:${h.port}${path}?${new URLSearchParams({ ...params, auth_signature: signature })}`;
-}
-
-async function api(method: 'GET' | 'POST', path: string, body?: unknown, options?: Parameters<typeof signed>[3]): Promise<{ status: number; json: Record<string, unknown> }> {
-  const text = body === undefined ? '' : JSON.stringify(body);
-  const res = await fetch(signed(method, path, text, options), { method, headers: text ? { 'content-type': 'application/json' } : {}, body: text || undefined });
-  return { status: res.status, json: (await res.json()) as Record<string, unknown> };
-}
-
-const trigger = (channels: string[], name: string, data: unknown, extra: Record<string, unknown> = {}) => api('POST', `/apps/${APP_ID}/events`, { name, data: JSON.stringify(data), channels, ...extra });
+const connect = (user = 'alice', key = KEY, port = h.port) => connectPusher(port, user, key, clients);
+const signed = (method: string, path: string, body: string, options?: SignOptions) => signedUrl(h.port, method, path, body, options);
+const api = (method: 'GET' | 'POST', path: string, body?: unknown, options?: SignOptions) => pusherApi(h.port, method, path, body, options);
+const trigger = (channels: string[], name: string, data: unknown, extra?: Record<string, unknown>) => triggerEvent(h.port, channels, name, data, extra);
 
 /** A raw protocol-7 client, for what pusher-js never sends. */
 async function raw(key = KEY, query = '?protocol=7&client=js&version=8.6.0'): Promise<{ c: Client; socketId: string }> {

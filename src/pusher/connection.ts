@@ -19,7 +19,7 @@ import { TokenBucket } from '../token-bucket.ts';
 import { type Log } from '../log.ts';
 import { type PusherApp } from './apps.ts';
 import { validChannelAuth } from './signatures.ts';
-import { type Presence } from './presence.ts';
+import { type PresenceStore } from './presence.ts';
 import {
   channelKind, connectionEstablished, hubEnvelope, memberAdded, memberRemoved, parseClientMessage, pong, pusherError, pusherFrame, subscriptionError, subscriptionSucceeded,
   type ClientMessage,
@@ -34,7 +34,7 @@ export interface PusherSettings {
 
 export interface PusherContext {
   hub: Hub;
-  presence: Presence;
+  presence: PresenceStore;
   log: Log;
 }
 
@@ -112,8 +112,12 @@ export function servePusher(ws: WebSocket, app: PusherApp, who: { ip: string }, 
   function subscribe(m: Extract<ClientMessage, { kind: 'subscribe' }>): void {
     const { channel } = m;
     if (!isChannelName(channel)) return refuseSubscription(channel.slice(0, 200), 'InvalidChannel', 'channel names are 1–128 of A–Z a–z 0–9 _ - = @ , . ; : /', 400);
-    if (subscriptions.has(channel)) return send(subscriptionSucceeded(channel, presenceList(channel)));
     const kind = channelKind(channel);
+    if (subscriptions.has(channel)) {
+      if (kind !== 'presence') send(subscriptionSucceeded(channel));
+      else void presence.members(channel).then((members) => send(subscriptionSucceeded(channel, presenceList(members))));
+      return;
+    }
     let user: { id: string; info: unknown } | null = null;
     if (kind !== 'public') {
       const channelData = kind === 'presence' ? m.channelData : undefined;
@@ -122,31 +126,42 @@ export function servePusher(ws: WebSocket, app: PusherApp, who: { ip: string }, 
       if (kind === 'presence') {
         user = parseUser(channelData as string);
         if (!user) return refuseSubscription(channel, 'AuthError', `channel_data must be JSON with a user_id, at most ${PUSHER.maxUserData} bytes`, 401);
-        if (!presence.has(channel, user.id) && presence.count(channel) >= PUSHER.maxPresenceMembers) {
-          return refuseSubscription(channel, 'LimitReached', `a presence channel holds at most ${PUSHER.maxPresenceMembers} users`, 4004);
-        }
       }
     }
     if (!hub.subscribe(socketId, channel, true)) return refuseSubscription(channel, 'LimitReached', 'over the limit of channels per connection', 4004);
     subscriptions.set(channel, user?.id ?? null);
     if (!user) return send(subscriptionSucceeded(channel));
-    const added = presence.join(channel, socketId, user.id, user.info);
-    send(subscriptionSucceeded(channel, presenceList(channel)));
+    void joinPresence(channel, user);
+  }
+
+  /**
+   * The subscription is already held (a leave from an unsubscribe or a close
+   * is issued after this join, so it is applied after it); what is awaited
+   * is the member list, from every node with --redis.
+   */
+  async function joinPresence(channel: string, user: { id: string; info: unknown }): Promise<void> {
+    const added = await presence.join(channel, socketId, user.id, user.info);
+    const members = await presence.members(channel);
+    if (subscriptions.get(channel) !== user.id) return;
+    if (added && members.size > PUSHER.maxPresenceMembers) {
+      unsubscribe(channel);
+      return refuseSubscription(channel, 'LimitReached', `a presence channel holds at most ${PUSHER.maxPresenceMembers} users`, 4004);
+    }
+    send(subscriptionSucceeded(channel, presenceList(members)));
     if (added) hub.publish(channel, memberAdded(user.id, user.info), false, socketId);
   }
 
-  function presenceList(channel: string) {
-    if (channelKind(channel) !== 'presence') return undefined;
-    const members = presence.members(channel);
-    return { ids: [...members.keys()], hash: Object.fromEntries(members), count: members.size };
-  }
+  const presenceList = (members: Map<string, unknown>) => ({ ids: [...members.keys()], hash: Object.fromEntries(members), count: members.size });
 
   function unsubscribe(channel: string): void {
     if (!subscriptions.has(channel)) return;
     const userId = subscriptions.get(channel);
     subscriptions.delete(channel);
     hub.unsubscribe(socketId, channel);
-    if (userId != null && presence.leave(channel, socketId, userId)) hub.publish(channel, memberRemoved(userId), false, socketId);
+    if (userId == null) return;
+    void presence.leave(channel, socketId, userId).then((removed) => {
+      if (removed) hub.publish(channel, memberRemoved(userId), false, socketId);
+    });
   }
 
   function clientEvent(m: Extract<ClientMessage, { kind: 'client-event' }>): void {

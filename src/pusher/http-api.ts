@@ -22,11 +22,11 @@ import { type Log } from '../log.ts';
 import { type PusherApp } from './apps.ts';
 import { checkRequestSignature } from './signatures.ts';
 import { channelKind, hubEnvelope } from './messages.ts';
-import { type Presence } from './presence.ts';
+import { type PresenceStore } from './presence.ts';
 
 export interface HttpApiContext {
   hub: Hub;
-  presence: Presence;
+  presence: PresenceStore;
   log: Log;
 }
 
@@ -112,12 +112,12 @@ export async function registerHttpApi(app: FastifyInstance, apps: readonly Pushe
       for (const e of batch.map((e) => parseEvent(e, true))) publish(e);
       return {};
     }],
-    ['GET', '/channels', (_app, params) => {
+    ['GET', '/channels', async (_app, params) => {
       const prefix = params.get('filter_by_prefix') ?? '';
       const info = infoOf(params, ['user_count']);
       if (info.has('user_count') && !prefix.startsWith('presence-')) throw new ApiError('WSFPM_ERR_PUSHER_REQUEST', 'info=user_count needs filter_by_prefix=presence-');
       const channels: Record<string, object> = {};
-      for (const name of hub.channels()) if (name.startsWith(prefix)) channels[name] = info.has('user_count') ? { user_count: presence.count(name) } : {};
+      for (const name of hub.channels()) if (name.startsWith(prefix)) channels[name] = info.has('user_count') ? { user_count: (await presence.members(name)).size } : {};
       return { channels };
     }],
     ['GET', '/channels/:name', async (_app, params, _body, request) => {
@@ -127,14 +127,14 @@ export async function registerHttpApi(app: FastifyInstance, apps: readonly Pushe
       const subscribers = (await hub.membersEverywhere(name)).length;
       return {
         occupied: subscribers > 0,
-        ...(info.has('user_count') ? { user_count: presence.count(name) } : {}),
+        ...(info.has('user_count') ? { user_count: (await presence.members(name)).size } : {}),
         ...(info.has('subscription_count') ? { subscription_count: subscribers } : {}),
       };
     }],
-    ['GET', '/channels/:name/users', (_app, _params, _body, request) => {
+    ['GET', '/channels/:name/users', async (_app, _params, _body, request) => {
       const name = channelName((request.params as { name: string }).name);
       if (channelKind(name) !== 'presence') throw new ApiError('WSFPM_ERR_PUSHER_REQUEST', 'users are listed for presence- channels only');
-      return { users: [...presence.members(name).keys()].map((id) => ({ id })) };
+      return { users: [...(await presence.members(name)).keys()].map((id) => ({ id })) };
     }],
   ];
 

@@ -11,17 +11,22 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import type { WebSocket } from 'ws';
 import { type Hub } from '../hub/hub.ts';
+import { type RedisBroker } from '../hub/redis-broker.ts';
 import { type Config } from '../config.ts';
 import { type Log } from '../log.ts';
 import { clientOf } from '../server/forwarded.ts';
 import { registerHttpApi } from './http-api.ts';
-import { Presence } from './presence.ts';
+import { Presence, type PresenceStore } from './presence.ts';
+import { RedisPresence } from './presence-redis.ts';
+import { memberRemoved } from './messages.ts';
 import { refuseConnection, servePusher } from './connection.ts';
 
 export interface PusherOptions {
   /** The running configuration (it changes on SIGHUP; new connections read it when they open). */
   config: () => Config;
   hub: Hub;
+  /** With --redis: presence is kept there, the same on every node. */
+  broker: RedisBroker | null;
   log: Log;
 }
 
@@ -31,7 +36,10 @@ export async function registerPusher(app: FastifyInstance, options: PusherOption
   const { hub } = options;
   const log = options.log.child({ face: 'pusher' });
   const apps = options.config().pusherApps;
-  const presence = new Presence();
+  const local = new Presence();
+  const presence: PresenceStore = options.broker
+    ? new RedisPresence(options.broker, local, log, (channel, userId) => hub.publish(channel, memberRemoved(userId), false, null))
+    : local;
   let open = 0;
   const perIp = new Map<string, number>();
 
