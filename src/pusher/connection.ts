@@ -16,6 +16,7 @@ import { isChannelName } from '../protocol/channel-frames.ts';
 import { ERRORS, type ErrorCode } from '../errors.ts';
 import { PUSHER } from '../defaults.ts';
 import { TokenBucket } from '../token-bucket.ts';
+import { keepAlive } from '../bridge/keepalive.ts';
 import { type Log } from '../log.ts';
 import { type PusherApp } from './apps.ts';
 import { validChannelAuth } from './signatures.ts';
@@ -64,7 +65,6 @@ export function servePusher(ws: WebSocket, app: PusherApp, who: { ip: string }, 
   const messages = settings.messageRate > 0 ? new TokenBucket(settings.messageRate) : null;
   const clientEvents = app.clientEventRate > 0 ? new TokenBucket(app.clientEventRate) : null;
   let closed = false;
-  let alive = true;
 
   const send = (text: string): void => {
     if (!closed) ws.send(text);
@@ -175,8 +175,10 @@ export function servePusher(ws: WebSocket, app: PusherApp, who: { ip: string }, 
     hub.publish(m.channel, hubEnvelope(m.event, m.data, subscriptions.get(m.channel) ?? undefined), false, socketId);
   }
 
+  // pusher-js pings at the protocol level only after activity_timeout; these find dead peers sooner, as for bound connections.
+  const pings = keepAlive(ws, settings.pingInterval, log);
   ws.on('message', (data: RawData, isBinary: boolean) => {
-    alive = true;
+    pings.seen();
     if (closed) return;
     if (messages && !messages.take()) {
       log.info({ code: 'WSFPM_ERR_RATE_LIMIT', detail: `over ${settings.messageRate} messages per second` }, 'connection failed');
@@ -201,26 +203,9 @@ export function servePusher(ws: WebSocket, app: PusherApp, who: { ip: string }, 
     }
   });
 
-  ws.on('pong', () => {
-    alive = true;
-  });
-  // pusher-js pings at the protocol level only after activity_timeout; these pings find dead peers sooner, as for bound connections.
-  const pinger = settings.pingInterval > 0
-    ? setInterval(() => {
-        if (!alive) {
-          log.info({ code: 'WSFPM_ERR_PING_TIMEOUT' }, 'client did not answer pings; dropping it');
-          ws.terminate();
-          return;
-        }
-        alive = false;
-        ws.ping();
-      }, settings.pingInterval)
-    : null;
-  pinger?.unref();
-
   ws.on('close', (code: number) => {
     closed = true;
-    if (pinger) clearInterval(pinger);
+    pings.stop();
     for (const channel of [...subscriptions.keys()]) unsubscribe(channel);
     hub.remove(socketId);
     log.info({ code, durationMs: Date.now() - started }, 'pusher connection closed');
