@@ -273,6 +273,44 @@ describe('client events', () => {
   });
 });
 
+describe('user authentication (pusher:signin)', () => {
+  it('signs in through the PHP page and gets the events sent to its user, on every tab', async () => {
+    type User = { signinDonePromise: Promise<void>; user_data: { id: string } | null; serverToUserChannel: Channel; bind(e: string, f: (d: unknown) => void): void };
+    const tabs = await Promise.all([connect('carol'), connect('carol')]);
+    const users = tabs.map((p) => (p as unknown as { user: User }).user);
+    const ready = users.map((u) => withTimeout(new Promise<void>((resolve) => {
+      const check = (): void => {
+        if (u.serverToUserChannel?.subscribed) resolve();
+        else setTimeout(check, 20);
+      };
+      check();
+    }), 10_000, 'server-to-user channel subscribed'));
+    for (const p of tabs) p.signin();
+    await Promise.all(ready);
+    assert.deepEqual(users.map((u) => u.user_data?.id), ['carol', 'carol']);
+    const got = users.map((u) => withTimeout(new Promise((resolve) => u.bind('Notice', resolve)), 10_000, 'user event'));
+    assert.equal((await trigger(['#server-to-user-carol'], 'Notice', { n: 1 })).status, 200);
+    assert.deepEqual(await Promise.all(got), [{ n: 1 }, { n: 1 }]);
+  });
+
+  it('refuses another user\'s channel and a forged signin', async () => {
+    const { c, socketId } = await raw();
+    c.ws.send(JSON.stringify({ event: 'pusher:subscribe', data: { channel: '#server-to-user-carol' } }));
+    assert.equal((await event(c)).event, 'pusher:subscription_error');
+    const userData = JSON.stringify({ id: 'dave' });
+    const auth = `${KEY}:${createHmac('sha256', SECRET).update(`${socketId}::user::${userData}`).digest('hex')}`;
+    c.ws.send(JSON.stringify({ event: 'pusher:signin', data: { auth, user_data: userData } }));
+    assert.deepEqual(await event(c), { event: 'pusher:signin_success', data: { user_data: userData } });
+    c.ws.send(JSON.stringify({ event: 'pusher:subscribe', data: { channel: '#server-to-user-carol' } }));
+    assert.equal((await event(c)).event, 'pusher:subscription_error', 'signed in as dave, not carol');
+    c.ws.send(JSON.stringify({ event: 'pusher:subscribe', data: { channel: '#server-to-user-dave' } }));
+    assert.equal((await event(c)).event, 'pusher_internal:subscription_succeeded');
+    c.ws.send(JSON.stringify({ event: 'pusher:signin', data: { auth, user_data: JSON.stringify({ id: 'carol' }) } }));
+    assert.deepEqual(await event(c), { event: 'pusher:error', data: { code: 4009, message: 'Connection is unauthorized' } });
+    assert.equal((await c.closed).code, 4009);
+  });
+});
+
 describe('one hub with wsfpm', () => {
   it('a wsfpm publish reaches Echo clients, and a Pusher event reaches wsfpm subscribers', async () => {
     const a = await connect();

@@ -19,10 +19,11 @@ import { TokenBucket } from '../token-bucket.ts';
 import { keepAlive } from '../bridge/keepalive.ts';
 import { type Log } from '../log.ts';
 import { type PusherApp } from './apps.ts';
-import { validChannelAuth } from './signatures.ts';
+import { validChannelAuth, validSigninAuth } from './signatures.ts';
 import { type PresenceStore } from './presence.ts';
 import {
-  channelKind, connectionEstablished, hubEnvelope, memberAdded, memberRemoved, parseClientMessage, pong, pusherError, pusherFrame, subscriptionError, subscriptionSucceeded,
+  channelKind, connectionEstablished, hubEnvelope, isUserChannel, isUserId, memberAdded, memberRemoved, parseClientMessage, pong, pusherError, pusherFrame, signinSuccess,
+  subscriptionError, subscriptionSucceeded, userChannel,
   type ClientMessage,
 } from './messages.ts';
 
@@ -65,6 +66,8 @@ export function servePusher(ws: WebSocket, app: PusherApp, who: { ip: string }, 
   const messages = settings.messageRate > 0 ? new TokenBucket(settings.messageRate) : null;
   const clientEvents = app.clientEventRate > 0 ? new TokenBucket(app.clientEventRate) : null;
   let closed = false;
+  /** The user this socket signed in as (pusher:signin), or null. */
+  let signedIn: string | null = null;
 
   const send = (text: string): void => {
     if (!closed) ws.send(text);
@@ -111,6 +114,12 @@ export function servePusher(ws: WebSocket, app: PusherApp, who: { ip: string }, 
 
   function subscribe(m: Extract<ClientMessage, { kind: 'subscribe' }>): void {
     const { channel } = m;
+    if (isUserChannel(channel)) {
+      if (signedIn === null || channel !== userChannel(signedIn)) return refuseSubscription(channel, 'AuthError', 'a #server-to-user- channel is for the socket signed in as that user', 401);
+      if (!subscriptions.has(channel) && !hub.subscribe(socketId, channel, true)) return refuseSubscription(channel, 'LimitReached', 'over the limit of channels per connection', 4004);
+      subscriptions.set(channel, null);
+      return send(subscriptionSucceeded(channel));
+    }
     if (!isChannelName(channel)) return refuseSubscription(channel.slice(0, 200), 'InvalidChannel', 'channel names are 1–128 of A–Z a–z 0–9 _ - = @ , . ; : /', 400);
     const kind = channelKind(channel);
     if (subscriptions.has(channel)) {
@@ -177,6 +186,20 @@ export function servePusher(ws: WebSocket, app: PusherApp, who: { ip: string }, 
 
   // pusher-js pings at the protocol level only after activity_timeout; these find dead peers sooner, as for bound connections.
   const pings = keepAlive(ws, settings.pingInterval, log);
+  /** User authentication: a signature over socket_id::user::user_data from the site's /broadcasting/user-auth. */
+  function signin(m: Extract<ClientMessage, { kind: 'signin' }>): void {
+    const userData = typeof m.userData === 'string' && Buffer.byteLength(m.userData) <= PUSHER.maxUserData ? m.userData : null;
+    const id = userData === null ? null : userIdOf(userData);
+    if (userData === null || !validSigninAuth(app, socketId, userData, m.auth) || id === null) {
+      log.info({ code: 'WSFPM_ERR_PUSHER_UNAUTHORIZED', detail: 'pusher:signin with an invalid signature or user_data' }, 'connection failed');
+      send(pusherError(ERRORS.WSFPM_ERR_PUSHER_UNAUTHORIZED.close, ERRORS.WSFPM_ERR_PUSHER_UNAUTHORIZED.message));
+      return member.close(ERRORS.WSFPM_ERR_PUSHER_UNAUTHORIZED.close, ERRORS.WSFPM_ERR_PUSHER_UNAUTHORIZED.message);
+    }
+    if (signedIn !== null && signedIn !== id) unsubscribe(userChannel(signedIn));
+    signedIn = id;
+    send(signinSuccess(userData));
+  }
+
   ws.on('message', (data: RawData, isBinary: boolean) => {
     pings.seen();
     if (closed) return;
@@ -198,6 +221,8 @@ export function servePusher(ws: WebSocket, app: PusherApp, who: { ip: string }, 
         return unsubscribe(m.channel);
       case 'client-event':
         return clientEvent(m);
+      case 'signin':
+        return signin(m);
       case 'bad':
         return fail('WSFPM_ERR_PUSHER_BAD_MESSAGE', m.why);
     }
@@ -211,6 +236,16 @@ export function servePusher(ws: WebSocket, app: PusherApp, who: { ip: string }, 
     log.info({ code, durationMs: Date.now() - started }, 'pusher connection closed');
     onClosed();
   });
+}
+
+/** The id of signin user_data (a JSON object with a string id, as pusher-js requires), or null. */
+function userIdOf(userData: string): string | null {
+  try {
+    const v = JSON.parse(userData) as { id?: unknown } | null;
+    return typeof v?.id === 'string' && isUserId(v.id) ? v.id : null;
+  } catch {
+    return null;
+  }
 }
 
 function parseUser(channelData: string): { id: string; info: unknown } | null {

@@ -21,7 +21,7 @@ import { PUSHER } from '../defaults.ts';
 import { type Log } from '../log.ts';
 import { type PusherApp } from './apps.ts';
 import { checkRequestSignature } from './signatures.ts';
-import { channelKind, hubEnvelope } from './messages.ts';
+import { channelKind, hubEnvelope, isUserChannel } from './messages.ts';
 import { type PresenceStore } from './presence.ts';
 
 export interface HttpApiContext {
@@ -51,7 +51,7 @@ function queryOf(rawUrl: string): Map<string, string> {
 }
 
 function channelName(raw: unknown): string {
-  if (typeof raw !== 'string' || !isChannelName(raw)) throw new ApiError('WSFPM_ERR_PUSHER_REQUEST', `invalid channel name ${JSON.stringify(String(raw).slice(0, 200))}`);
+  if (typeof raw !== 'string' || !(isChannelName(raw) || isUserChannel(raw))) throw new ApiError('WSFPM_ERR_PUSHER_REQUEST', `invalid channel name ${JSON.stringify(String(raw).slice(0, 200))}`);
   return raw;
 }
 

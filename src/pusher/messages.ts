@@ -22,6 +22,7 @@ export type ClientMessage =
   | { kind: 'ping' }
   | { kind: 'pong' }
   | { kind: 'client-event'; event: string; channel: string; data: unknown }
+  | { kind: 'signin'; auth: unknown; userData: unknown }
   | { kind: 'bad'; why: string };
 
 type Json = Record<string, unknown>;
@@ -54,6 +55,11 @@ export function parseClientMessage(text: string): ClientMessage {
       return { kind: 'ping' };
     case 'pusher:pong':
       return { kind: 'pong' };
+    case 'pusher:signin': {
+      const data = dataObject(msg.data);
+      if (!data) return { kind: 'bad', why: 'pusher:signin without data' };
+      return { kind: 'signin', auth: data.auth, userData: data.user_data };
+    }
     case 'pusher:subscribe':
     case 'pusher:unsubscribe': {
       const data = dataObject(msg.data);
@@ -93,6 +99,19 @@ export const subscriptionSucceeded = (channel: string, presence?: PresenceList):
 /** pusher-js emits it on the channel as `pusher:subscription_error` (Echo's `.error()`). */
 export const subscriptionError = (channel: string, type: string, error: string, status: number): string =>
   JSON.stringify({ event: 'pusher:subscription_error', channel, data: { type, error, status } });
+
+export const signinSuccess = (userData: string): string => JSON.stringify({ event: 'pusher:signin_success', data: { user_data: userData } });
+
+/**
+ * After `pusher:signin`, pusher-js subscribes to this channel of its user;
+ * the HTTP API's events to it reach every socket signed in as that user.
+ * `#` keeps it out of wsfpm's channel names: no PHP script can subscribe to
+ * or publish on it, only the signed-in user and the signed API.
+ */
+const USER_CHANNEL = /^#server-to-user-([A-Za-z0-9_.:@/=,;-]{1,100})$/;
+export const userChannel = (userId: string): string => `#server-to-user-${userId}`;
+export const isUserChannel = (name: string): boolean => USER_CHANNEL.test(name);
+export const isUserId = (id: string): boolean => USER_CHANNEL.test(userChannel(id));
 
 /** A Pusher event as the hub carries it. */
 export function hubEnvelope(event: string, data: unknown, userId?: string): Buffer {

@@ -17,7 +17,7 @@ export const APP_ID = 'test-app';
 export const KEY = 'test-key';
 export const SECRET = 'test-secret-0123456789';
 
-/** A pusher-js client on 127.0.0.1:port (ws only), authorised by the fixture's PHP page as `user`; resolves once connected. */
+/** A pusher-js client on 127.0.0.1:port (ws only), authorised (channels, signin) by the fixture's PHP pages as `user`; resolves once connected. */
 export async function connectPusher(port: number, user = 'alice', key = KEY, into: Pusher[] = []): Promise<Pusher> {
   const p = new Pusher(key, {
     cluster: 'mt1',
@@ -27,6 +27,7 @@ export async function connectPusher(port: number, user = 'alice', key = KEY, int
     enabledTransports: ['ws'],
     disableStats: true,
     channelAuthorization: { endpoint: `http://127.0.0.1:${port}/pusher/auth.php`, transport: 'ajax', params: { user } },
+    userAuthentication: { endpoint: `http://127.0.0.1:${port}/pusher/user-auth.php`, transport: 'ajax', params: { user } },
   } as ConstructorParameters<typeof Pusher>[1]);
   into.push(p);
   await withTimeout(new Promise<void>((resolve) => p.connection.bind('connected', () => resolve())), 10_000, 'pusher-js connected');
