@@ -84,6 +84,22 @@ it('one member list on every node; a user is one member across nodes and leaves 
   assert.deepEqual(await users(two, channel), ['alice']);
 });
 
+it('GET /apps/ID/channels lists the channels of every node', async () => {
+  const onTwo = await connectPusher(two.port, 'erin', KEY, clients);
+  await subscribed(onTwo, 'listed-on-two');
+  await subscribed(onTwo, 'presence-ok.listed');
+  const onOne = await connectPusher(one.port, 'frank', KEY, clients);
+  await subscribed(onOne, 'listed-on-one');
+  const list = async (query: Record<string, string>) => (await pusherApi(one.port, 'GET', `/apps/${APP_ID}/channels`, undefined, { query })).json;
+  assert.deepEqual(await list({ filter_by_prefix: 'listed-' }), { channels: { 'listed-on-one': {}, 'listed-on-two': {} } });
+  assert.deepEqual(await list({ filter_by_prefix: 'presence-ok.listed', info: 'user_count' }), { channels: { 'presence-ok.listed': { user_count: 1 } } });
+  // A prefix is a prefix, not a pattern.
+  assert.deepEqual(await list({ filter_by_prefix: 'listed-*' }), { channels: {} });
+  assert.deepEqual(await list({ filter_by_prefix: 'l?sted' }), { channels: {} });
+  onTwo.disconnect();
+  onOne.disconnect();
+});
+
 it('members held only by a node that stopped its heartbeat are dropped when the list is read', async () => {
   const channel = 'presence-ok.ghosts';
   // What a crashed node leaves behind: a user whose only socket is on a node with no heartbeat key.

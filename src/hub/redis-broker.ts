@@ -149,6 +149,29 @@ export class RedisBroker implements Broker {
     }
   }
 
+  /** Channels starting with `prefix` that have a member on a live node; null when Redis cannot be asked. */
+  async channels(prefix: string): Promise<string[] | null> {
+    try {
+      // The prefix comes from a request: its glob characters are escaped, so it matches literally.
+      const pattern = `${members(prefix).replace(/[*?[\]\\]/g, (c) => `\\${c}`)}*`;
+      const keys: string[] = [];
+      let cursor = '0';
+      do {
+        const [next, batch] = await this.#pub.scan(cursor, 'MATCH', pattern, 'COUNT', 500);
+        cursor = next;
+        keys.push(...batch);
+      } while (cursor !== '0');
+      const found = await Promise.all(keys.map(async (key) => {
+        const entries = await this.#pub.smembers(key);
+        const live = await this.liveNodes(entries.map((e) => e.split('|')[0]!));
+        return entries.some((e) => live.has(e.split('|')[0]!)) ? key.slice(members('').length) : null;
+      }));
+      return found.filter((c): c is string => c !== null);
+    } catch {
+      return null;
+    }
+  }
+
   /** The live node holding a connection, or null. */
   async nodeOf(id: string): Promise<string | null> {
     try {

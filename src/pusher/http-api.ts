@@ -117,7 +117,7 @@ export async function registerHttpApi(app: FastifyInstance, apps: readonly Pushe
       const info = infoOf(params, ['user_count']);
       if (info.has('user_count') && !prefix.startsWith('presence-')) throw new ApiError('WSFPM_ERR_PUSHER_REQUEST', 'info=user_count needs filter_by_prefix=presence-');
       const channels: Record<string, object> = {};
-      for (const name of hub.channels()) if (name.startsWith(prefix)) channels[name] = info.has('user_count') ? { user_count: (await presence.members(name)).size } : {};
+      for (const name of (await hub.channelsEverywhere(prefix)).sort()) channels[name] = info.has('user_count') ? { user_count: (await presence.members(name)).size } : {};
       return { channels };
     }],
     ['GET', '/channels/:name', async (_app, params, _body, request) => {
