@@ -58,7 +58,7 @@ export const DEFAULTS = Object.freeze({
   controlToken: '',
   /** Redis for many nodes (`redis://host:6379/0`): channels, presence and sends-by-id shared across daemons; empty: this node alone. */
   redis: '',
-  /** Pusher protocol apps, `ID:KEY:SECRET[:client-events[=N]]` comma-separated: pusher-js/laravel-echo on `/app/KEY` and the Pusher HTTP API on `/apps/ID/…`; empty: off. */
+  /** Pusher protocol apps, `ID:KEY:SECRET[:client-events[=N]][:webhook=/script.php]` comma-separated: pusher-js/laravel-echo on `/app/KEY` and the Pusher HTTP API on `/apps/ID/…`; empty: off. */
   pusherApps: '',
   /** Channel subscriptions one connection may hold. */
   maxChannels: 100,
@@ -133,6 +133,12 @@ export const PUSHER = Object.freeze({
   timestampWindow: 600,
   /** Largest HTTP API request body, bytes (a full batch of maximal events fits). */
   maxBody: 256 * KiB,
+  /** Webhook events one request carries at most (Pusher batches too). */
+  maxWebhookBatch: 100,
+  /** Webhook events waiting for the script, per app; more are dropped (and logged). */
+  maxWebhookQueue: 1_000,
+  /** How long the webhook script may take, ms. */
+  webhookTimeout: 10_000,
 });
 
 export const LOG_LEVELS = Object.freeze(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']);

@@ -55,6 +55,8 @@ export const ERRORS = Object.freeze({
   // The Pusher HTTP API (/apps/ID/…): `status` is its answer.
   WSFPM_ERR_PUSHER_SIGNATURE: { status: 401, close: 1008, message: 'Invalid request signature' },
   WSFPM_ERR_PUSHER_REQUEST: { status: 400, close: 1008, message: 'Invalid request' },
+  // An app's webhook script (webhook=/path.php) failed; only the log sees it.
+  WSFPM_ERR_PUSHER_WEBHOOK: { status: 502, close: 1011, message: 'The webhook script failed' },
 } satisfies Record<string, ErrorSpec>);
 
 export type ErrorCode = keyof typeof ERRORS;

@@ -30,7 +30,7 @@ export const HELP: Record<keyof typeof DEFAULTS, string> = {
   highWater: 'bytes buffered toward one side before the other is paused',
   control: 'control API listener for publish/send/presence: tcp:127.0.0.1:PORT or unix:/path ("" disables); never public',
   controlToken: 'bearer token of the control API (at least 16 characters; default: random per start)',
-  pusherApps: 'Pusher protocol apps ID:KEY:SECRET[:client-events[=N]], comma-separated: pusher-js/laravel-echo on /app/KEY, the HTTP API on /apps/ID/ ("": off)',
+  pusherApps: 'Pusher protocol apps ID:KEY:SECRET[:client-events[=N]][:webhook=/script.php], comma-separated: pusher-js/laravel-echo on /app/KEY, the HTTP API on /apps/ID/ ("": off)',
   maxChannels: 'channel subscriptions one connection may hold',
   redis: 'Redis URL shared by several wsfpm nodes (channels, presence, sends by id); "" for one node',
   trustProxy: 'proxies whose X-Forwarded-* headers are believed: IPs or CIDRs ("" trusts none)',

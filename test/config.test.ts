@@ -302,7 +302,7 @@ describe('precedence: flag > environment > default', () => {
       trustProxy: parseTrustList('10.0.0.0/8'),
       control: { kind: 'unix', path: '/run/wsfpm.sock' },
       controlToken: '0123456789abcdef',
-      pusherApps: [{ id: '1', key: 'key1', secret: '0123456789abcdef', clientEventRate: 10 }],
+      pusherApps: [{ id: '1', key: 'key1', secret: '0123456789abcdef', clientEventRate: 10, webhook: '' }],
       maxChannels: 7,
       redis: 'redis://127.0.0.1:6379/2',
       maxPerIp: 5,

@@ -12,10 +12,10 @@ const SECRET = 'test-secret-0123456789';
 
 describe('--pusher-apps', () => {
   it('parses apps with and without client events', () => {
-    assert.deepEqual(parsePusherApps(`1:k1:${SECRET}, 2:k2:${SECRET}:client-events ,3:k3:${SECRET}:client-events=25`), [
-      { id: '1', key: 'k1', secret: SECRET, clientEventRate: 0 },
-      { id: '2', key: 'k2', secret: SECRET, clientEventRate: 10 },
-      { id: '3', key: 'k3', secret: SECRET, clientEventRate: 25 },
+    assert.deepEqual(parsePusherApps(`1:k1:${SECRET}, 2:k2:${SECRET}:client-events ,3:k3:${SECRET}:client-events=25:webhook=/hooks/pusher.php`), [
+      { id: '1', key: 'k1', secret: SECRET, clientEventRate: 0, webhook: '' },
+      { id: '2', key: 'k2', secret: SECRET, clientEventRate: 10, webhook: '' },
+      { id: '3', key: 'k3', secret: SECRET, clientEventRate: 25, webhook: '/hooks/pusher.php' },
     ]);
     assert.deepEqual(parsePusherApps(''), []);
   });
@@ -27,6 +27,9 @@ describe('--pusher-apps', () => {
       [`1 x:k1:${SECRET}`, /expected ID:KEY:SECRET/],
       [`1:k1:${SECRET}:client-event`, /unknown option/],
       [`1:k1:${SECRET}:client-events=0`, /at least 1/],
+      [`1:k1:${SECRET}:webhook=hooks.php`, /unknown option/],
+      [`1:k1:${SECRET}:webhook=/../etc/x.php`, /unknown option/],
+      [`1:k1:${SECRET}:webhook=/hook.txt`, /unknown option/],
       [`1:k1:${SECRET},1:k2:${SECRET}`, /id 1 is given twice/],
       [`1:k1:${SECRET},2:k1:${SECRET}`, /key k1 is given twice/],
     ] as const) {

@@ -21,6 +21,7 @@ import { type Log } from '../log.ts';
 import { type PusherApp } from './apps.ts';
 import { validChannelAuth, validSigninAuth } from './signatures.ts';
 import { type PresenceStore } from './presence.ts';
+import { type Webhooks } from './webhooks.ts';
 import {
   channelKind, connectionEstablished, hubEnvelope, isUserChannel, isUserId, memberAdded, memberRemoved, parseClientMessage, pong, pusherError, pusherFrame, signinSuccess,
   subscriptionError, subscriptionSucceeded, userChannel,
@@ -37,6 +38,7 @@ export interface PusherSettings {
 export interface PusherContext {
   hub: Hub;
   presence: PresenceStore;
+  webhooks: Webhooks;
   log: Log;
 }
 
@@ -57,7 +59,7 @@ export function refuseConnection(ws: WebSocket, code: ErrorCode, detail: string,
 }
 
 export function servePusher(ws: WebSocket, app: PusherApp, who: { ip: string }, settings: PusherSettings, ctx: PusherContext, onClosed: () => void): void {
-  const { hub, presence } = ctx;
+  const { hub, presence, webhooks } = ctx;
   const socketId = newSocketId(hub);
   const log = ctx.log.child({ socket: socketId, app: app.id });
   const started = Date.now();
@@ -139,6 +141,7 @@ export function servePusher(ws: WebSocket, app: PusherApp, who: { ip: string }, 
     }
     if (!hub.subscribe(socketId, channel, true)) return refuseSubscription(channel, 'LimitReached', 'over the limit of channels per connection', 4004);
     subscriptions.set(channel, user?.id ?? null);
+    occupancy(channel, 1);
     if (!user) return send(subscriptionSucceeded(channel));
     void joinPresence(channel, user);
   }
@@ -157,7 +160,23 @@ export function servePusher(ws: WebSocket, app: PusherApp, who: { ip: string }, 
       return refuseSubscription(channel, 'LimitReached', `a presence channel holds at most ${PUSHER.maxPresenceMembers} users`, 4004);
     }
     send(subscriptionSucceeded(channel, presenceList(members)));
-    if (added) hub.publish(channel, memberAdded(user.id, user.info), false, socketId);
+    if (!added) return;
+    hub.publish(channel, memberAdded(user.id, user.info), false, socketId);
+    webhooks.send(app, { name: 'member_added', channel, user_id: user.id });
+  }
+
+  /**
+   * channel_occupied (the channel's first subscriber, `after` 1) and
+   * channel_vacated (its last left, `after` 0) for the app's webhook,
+   * counting the subscribers on every node once this change is made. Two
+   * nodes changing one channel at the same moment may both see the other's
+   * change: then the event is missed, never sent twice.
+   */
+  function occupancy(channel: string, after: 0 | 1): void {
+    if (!app.webhook) return;
+    void hub.membersEverywhere(channel).then((members) => {
+      if (members.length === after) webhooks.send(app, { name: after === 1 ? 'channel_occupied' : 'channel_vacated', channel });
+    });
   }
 
   const presenceList = (members: Map<string, unknown>) => ({ ids: [...members.keys()], hash: Object.fromEntries(members), count: members.size });
@@ -167,9 +186,12 @@ export function servePusher(ws: WebSocket, app: PusherApp, who: { ip: string }, 
     const userId = subscriptions.get(channel);
     subscriptions.delete(channel);
     hub.unsubscribe(socketId, channel);
+    occupancy(channel, 0);
     if (userId == null) return;
     void presence.leave(channel, socketId, userId).then((removed) => {
-      if (removed) hub.publish(channel, memberRemoved(userId), false, socketId);
+      if (!removed) return;
+      hub.publish(channel, memberRemoved(userId), false, socketId);
+      webhooks.send(app, { name: 'member_removed', channel, user_id: userId });
     });
   }
 
@@ -181,7 +203,9 @@ export function servePusher(ws: WebSocket, app: PusherApp, who: { ip: string }, 
     const size = Buffer.byteLength(JSON.stringify(m.data));
     if (size > PUSHER.maxEventData) return fail('WSFPM_ERR_PUSHER_CLIENT_EVENT', `data of ${size} bytes is over ${PUSHER.maxEventData}`);
     if (!clientEvents.take()) return fail('WSFPM_ERR_PUSHER_CLIENT_EVENT_RATE', `over ${app.clientEventRate} client events per second`);
-    hub.publish(m.channel, hubEnvelope(m.event, m.data, subscriptions.get(m.channel) ?? undefined), false, socketId);
+    const userId = subscriptions.get(m.channel) ?? undefined;
+    hub.publish(m.channel, hubEnvelope(m.event, m.data, userId), false, socketId);
+    webhooks.send(app, { name: 'client_event', channel: m.channel, event: m.event, data: typeof m.data === 'string' ? m.data : JSON.stringify(m.data), socket_id: socketId, ...(userId ? { user_id: userId } : {}) });
   }
 
   // pusher-js pings at the protocol level only after activity_timeout; these find dead peers sooner, as for bound connections.

@@ -20,6 +20,8 @@ import { Presence, type PresenceStore } from './presence.ts';
 import { RedisPresence } from './presence-redis.ts';
 import { memberRemoved } from './messages.ts';
 import { refuseConnection, servePusher } from './connection.ts';
+import { Webhooks } from './webhooks.ts';
+import { type FpmAddress } from '../fastcgi/address.ts';
 
 export interface PusherOptions {
   /** The running configuration (it changes on SIGHUP; new connections read it when they open). */
@@ -27,6 +29,8 @@ export interface PusherOptions {
   hub: Hub;
   /** With --redis: presence is kept there, the same on every node. */
   broker: RedisBroker | null;
+  /** php-fpm, for the apps' webhook scripts. */
+  fpm: FpmAddress;
   log: Log;
 }
 
@@ -40,6 +44,7 @@ export async function registerPusher(app: FastifyInstance, options: PusherOption
   const presence: PresenceStore = options.broker
     ? new RedisPresence(options.broker, local, log, (channel, userId) => hub.publish(channel, memberRemoved(userId), false, null))
     : local;
+  const webhooks = new Webhooks(options.fpm, () => options.config().root, log);
   let open = 0;
   const perIp = new Map<string, number>();
 
@@ -73,7 +78,7 @@ export async function registerPusher(app: FastifyInstance, options: PusherOption
       if (fromIp >= config.maxPerIp) return refuseConnection(ws, 'WSFPM_ERR_PUSHER_OVER_QUOTA', `${fromIp} open from ${ip} (--max-per-ip)`, refusalLog);
       open++;
       perIp.set(ip, fromIp + 1);
-      servePusher(ws, pusherApp, { ip }, config, { hub, presence, log }, () => {
+      servePusher(ws, pusherApp, { ip }, config, { hub, presence, webhooks, log }, () => {
         open--;
         const n = (perIp.get(ip) ?? 1) - 1;
         if (n > 0) perIp.set(ip, n);

@@ -317,7 +317,7 @@ export async function createDaemon(config: Config, logStream?: { write(line: str
   const front = config.upstream ? await registerFront(app, config, app.log as unknown as Log) : null;
   if (config.redirectPort) registerRedirect(app, config, app.log as unknown as Log);
   // pusher-js / laravel-echo on /app/KEY and the Pusher HTTP API (src/pusher/).
-  if (config.pusherApps.length > 0) await registerPusher(app, { config: () => config, hub, broker, log: app.log as unknown as Log });
+  if (config.pusherApps.length > 0) await registerPusher(app, { config: () => config, hub, broker, fpm, log: app.log as unknown as Log });
   app.route({
     method: 'GET',
     url: '/*',
