@@ -10,6 +10,7 @@ import { ConfigError } from './errors.ts';
 import { parseFpmAddress, type FpmAddress } from './fastcgi/address.ts';
 import { parseOriginList, type OriginPolicy } from './server/handshake.ts';
 import { parseTrustList, type TrustPolicy } from './server/forwarded.ts';
+import { parsePusherApps, type PusherApp } from './pusher/apps.ts';
 
 export type Key = keyof Defaults;
 
@@ -44,6 +45,8 @@ export interface Config {
   control: FpmAddress | null;
   controlToken: string;
   doctorToken: string;
+  /** Pusher protocol apps; empty: the Pusher face is off. */
+  pusherApps: readonly PusherApp[];
   maxChannels: number;
   redis: string;
   maxConnections: number;
@@ -72,7 +75,8 @@ function address(raw: string, listen = false): FpmAddress {
 }
 
 /** Settings where an empty value means "none" (WSFPM_INDEX= disables the front controller); elsewhere an empty variable counts as unset. */
-const EMPTY_MEANS_NONE = new Set<Key>(['index', 'routes', 'allowOrigins', 'trustProxy', 'fpmStatus', 'fpmUser', 'fpmInherit', 'control', 'controlToken', 'doctorToken', 'redis', 'upstream', 'wsPaths', 'tlsCert', 'tlsKey']);
+const EMPTY_MEANS_NONE = new Set<Key>(['index', 'routes', 'allowOrigins', 'trustProxy', 'fpmStatus', 'fpmUser', 'fpmInherit', 'control', 'controlToken', 'doctorToken', 'pusherApps', 'redis', 'upstream', 'wsPaths', 'tlsCert', 'tlsKey']);
+const SECRET_KEYS = new Set<Key>(['controlToken', 'doctorToken', 'pusherApps']);
 const SIZE_KEYS = new Set<Key>(['maxMessage', 'highWater', 'maxRejectBody', 'maxHeaderBlock', 'maxMeta']);
 const TIME_KEYS = new Set<Key>(['handshakeTimeout', 'pingInterval', 'closeGrace', 'requestTimeout', 'drainTimeout', 'stallTimeout', 'upstreamTimeout', 'eventTimeout']);
 
@@ -174,7 +178,8 @@ export function buildConfig(flags: Record<string, string>, env: NodeJS.ProcessEn
     try {
       return parse(raw);
     } catch (err) {
-      const where = from === 'default' ? `default ${key}` : `${from}=${JSON.stringify(raw)}`;
+      // Secrets stay out of the message: it goes to terminals and journals.
+      const where = from === 'default' ? `default ${key}` : SECRET_KEYS.has(key) ? from : `${from}=${JSON.stringify(raw)}`;
       throw new ConfigError(`invalid ${where} (${flagName(key)} / ${envName(key)}): ${(err as Error).message}`);
     }
   };
@@ -225,6 +230,7 @@ export function buildConfig(flags: Record<string, string>, env: NodeJS.ProcessEn
     }),
     controlToken: get('controlToken', parseToken),
     doctorToken: get('doctorToken', parseToken),
+    pusherApps: get('pusherApps', parsePusherApps),
     maxChannels: num('maxChannels'),
     redis: get('redis', (raw) => {
       if (raw && !/^rediss?:\/\/[^\s]+$/.test(raw)) throw new Error('expected redis://HOST:PORT[/DB] or rediss://…');

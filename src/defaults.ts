@@ -60,6 +60,8 @@ export const DEFAULTS = Object.freeze({
   doctorToken: '',
   /** Redis for many nodes (`redis://host:6379/0`): channels, presence and sends-by-id shared across daemons; empty: this node alone. */
   redis: '',
+  /** Pusher protocol apps, `ID:KEY:SECRET[:client-events[=N]][:webhook=/script.php]` comma-separated: pusher-js/laravel-echo on `/app/KEY` and the Pusher HTTP API on `/apps/ID/…`; empty: off. */
+  pusherApps: '',
   /** Channel subscriptions one connection may hold. */
   maxChannels: 100,
   /** Proxies whose X-Forwarded-For/-Host/-Proto are believed: IPs or CIDR ranges, comma-separated; empty trusts none. */
@@ -120,6 +122,40 @@ export const BOUNDS: Readonly<Record<string, readonly [number, number]>> = Objec
   drainTimeout: [0, 3_600_000],
   maxRejectBody: [0, 16 * MiB],
   maxHeaderBlock: [1 * KiB, 1 * MiB],
+});
+
+/**
+ * The Pusher face's limits: the values of Pusher Channels itself, so a site
+ * that works there works here. Protocol constants rather than settings,
+ * except the client event rate (per app: `client-events=N`).
+ */
+export const PUSHER = Object.freeze({
+  /** Seconds of silence after which pusher-js pings (it is told so in connection_established). */
+  activityTimeout: 120,
+  /** Client events one connection may send per second (a one-second burst allowed). */
+  clientEventRate: 10,
+  /** Largest `data` of one event, bytes (client events and HTTP API events alike). */
+  maxEventData: 10 * KiB,
+  /** Longest event name, characters. */
+  maxEventName: 200,
+  /** Channels one HTTP API event may go to. */
+  maxChannelsPerEvent: 100,
+  /** Events in one batch_events request. */
+  maxBatch: 10,
+  /** Users in one presence channel (a subscription beyond it is refused). */
+  maxPresenceMembers: 100,
+  /** Largest presence `channel_data` and signin `user_data`, bytes. */
+  maxUserData: 1 * KiB,
+  /** How far an HTTP API request's auth_timestamp may be from the server's clock, seconds. */
+  timestampWindow: 600,
+  /** Largest HTTP API request body, bytes (a full batch of maximal events fits). */
+  maxBody: 256 * KiB,
+  /** Webhook events one request carries at most (Pusher batches too). */
+  maxWebhookBatch: 100,
+  /** Webhook events waiting for the script, per app; more are dropped (and logged). */
+  maxWebhookQueue: 1_000,
+  /** How long the webhook script may take, ms. */
+  webhookTimeout: 10_000,
 });
 
 export const LOG_LEVELS = Object.freeze(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']);

@@ -43,6 +43,22 @@ export const ERRORS = Object.freeze({
   // In front of a site (--upstream): what wsfpm answers when the site behind fails.
   WSFPM_ERR_UPSTREAM_DOWN: { status: 502, close: 1011, message: 'the site behind wsfpm is unreachable' },
   WSFPM_ERR_UPSTREAM_TIMEOUT: { status: 504, close: 1011, message: 'the site behind wsfpm did not answer in time' },
+  // The Pusher face (src/pusher/). After the 101, `close` is the code of the pusher:error
+  // event, from the protocol's own table: 4000–4099 also close the socket (pusher-js does not
+  // reconnect), 4200–4299 and 4300–4399 leave it open.
+  WSFPM_ERR_PUSHER_UNKNOWN_APP: { status: 404, close: 4001, message: 'App key does not exist' },
+  WSFPM_ERR_PUSHER_OVER_QUOTA: { status: 503, close: 4004, message: 'Application is over connection quota' },
+  WSFPM_ERR_PUSHER_PROTOCOL_VERSION: { status: 400, close: 4007, message: 'Unsupported protocol version' },
+  WSFPM_ERR_PUSHER_NO_PROTOCOL: { status: 400, close: 4008, message: 'No protocol version supplied' },
+  WSFPM_ERR_PUSHER_UNAUTHORIZED: { status: 401, close: 4009, message: 'Connection is unauthorized' },
+  WSFPM_ERR_PUSHER_BAD_MESSAGE: { status: 400, close: 4200, message: 'Invalid message format' },
+  WSFPM_ERR_PUSHER_CLIENT_EVENT: { status: 403, close: 4301, message: 'Client event rejected' },
+  WSFPM_ERR_PUSHER_CLIENT_EVENT_RATE: { status: 429, close: 4301, message: 'Client event rejected due to rate limit' },
+  // The Pusher HTTP API (/apps/ID/…): `status` is its answer.
+  WSFPM_ERR_PUSHER_SIGNATURE: { status: 401, close: 1008, message: 'Invalid request signature' },
+  WSFPM_ERR_PUSHER_REQUEST: { status: 400, close: 1008, message: 'Invalid request' },
+  // An app's webhook script (webhook=/path.php) failed; only the log sees it.
+  WSFPM_ERR_PUSHER_WEBHOOK: { status: 502, close: 1011, message: 'The webhook script failed' },
 } satisfies Record<string, ErrorSpec>);
 
 export type ErrorCode = keyof typeof ERRORS;

@@ -31,6 +31,7 @@ export const HELP: Record<keyof typeof DEFAULTS, string> = {
   control: 'control API listener for publish/send/presence: tcp:127.0.0.1:PORT or unix:/path ("" disables); never public',
   controlToken: 'bearer token of the control API (at least 16 characters; default: random per start)',
   doctorToken: 'token for wsfpm doctor --token: with it /.wsfpm-doctor also tells the version, --trust-proxy, ping interval and the proxy\'s address (at least 16 characters; "": to nobody)',
+  pusherApps: 'Pusher protocol apps ID:KEY:SECRET[:client-events[=N]][:webhook=/script.php], comma-separated: pusher-js/laravel-echo on /app/KEY, the HTTP API on /apps/ID/ ("": off)',
   maxChannels: 'channel subscriptions one connection may hold',
   redis: 'Redis URL shared by several wsfpm nodes (channels, presence, sends by id); "" for one node',
   trustProxy: 'proxies whose X-Forwarded-* headers are believed: IPs or CIDRs ("" trusts none)',

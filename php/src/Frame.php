@@ -180,13 +180,13 @@ final class Frame
     }
 
     /**
-     * @throws Exception unless $channel is 1-128 bytes of A-Z a-z 0-9 _ . : @ / -
+     * @throws Exception unless $channel is 1-128 bytes of A-Z a-z 0-9 _ . : @ / = , ; -
      */
     public static function assertChannel(string $channel): void
     {
-        if (preg_match('~^[A-Za-z0-9_.:@/-]{1,128}$~D', $channel) !== 1) {
+        if (preg_match('~^[A-Za-z0-9_.:@/=,;-]{1,128}$~D', $channel) !== 1) {
             throw new Exception(sprintf(
-                'invalid channel name %s: a channel is 1-128 characters of A-Z a-z 0-9 _ . : @ / - (e.g. "room:42")',
+                'invalid channel name %s: a channel is 1-128 characters of A-Z a-z 0-9 _ . : @ / = , ; - (e.g. "room:42")',
                 self::quote($channel),
             ));
         }

@@ -28,7 +28,8 @@ import { FrameType, closePayload, parseClosePayload, FrameError, type Frame } fr
 import { channelHead } from '../protocol/channel-frames.ts';
 import { type Hub, type Member } from '../hub/hub.ts';
 import { handleHubFrame } from './hub-frames.ts';
-import { TokenBucket } from './token-bucket.ts';
+import { keepAlive } from './keepalive.ts';
+import { TokenBucket } from '../token-bucket.ts';
 import { type PhpEndpoint } from './php-endpoint.ts';
 import { ERRORS, wsfpmError, type WsfpmError } from '../errors.ts';
 import { type Log } from '../log.ts';
@@ -93,12 +94,11 @@ export function bridge(ws: WebSocket, php: PhpEndpoint, who: BridgeIdentity, hub
   let phpEnded = false;
   let closeSent = false;
   let wsClosed = false;
-  let alive = true;
   let graceTimer: NodeJS.Timeout | null = null;
   let ticker: NodeJS.Timeout | null = null;
   let draining = false;
   let stallTimer: NodeJS.Timeout | null = null;
-  const bucket = new TokenBucket(options.messageRate);
+  const bucket = options.messageRate > 0 ? new TokenBucket(options.messageRate) : null;
   const started = Date.now();
 
   const closeClient = (code: number, reason = ''): void => {
@@ -262,11 +262,12 @@ export function bridge(ws: WebSocket, php: PhpEndpoint, who: BridgeIdentity, hub
     },
   });
 
+  const pings = keepAlive(ws, options.pingInterval, log);
   ws.on('message', (data: RawData, isBinary: boolean) => {
-    alive = true;
+    pings.seen();
     if (phpEnded || closeSent) return;
     const payload = data as Buffer;
-    if (!bucket.take()) {
+    if (bucket && !bucket.take()) {
       observer.limit('WSFPM_ERR_RATE_LIMIT');
       return brokeProtocol(wsfpmError('WSFPM_ERR_RATE_LIMIT', `over ${options.messageRate} messages per second`));
     }
@@ -276,28 +277,11 @@ export function bridge(ws: WebSocket, php: PhpEndpoint, who: BridgeIdentity, hub
     if (!php.send(isBinary ? FrameType.Binary : FrameType.Text, payload)) ws.pause();
   });
 
-  ws.on('pong', () => {
-    alive = true;
-  });
-
-  const pinger = options.pingInterval > 0
-    ? setInterval(() => {
-        if (!alive) {
-          log.info({ code: 'WSFPM_ERR_PING_TIMEOUT' }, 'client did not answer pings; dropping it');
-          ws.terminate();
-          return;
-        }
-        alive = false;
-        ws.ping();
-      }, options.pingInterval)
-    : null;
-  pinger?.unref();
-
   ws.on('close', (code: number, reasonBuf: Buffer) => {
     wsClosed = true;
     if (stallTimer) clearTimeout(stallTimer);
     hub.remove(who.id);
-    if (pinger) clearInterval(pinger);
+    pings.stop();
     if (ticker) clearInterval(ticker);
     if (!phpEnded) {
       php.send(FrameType.Close, closePayload(code, truncateReason(reasonBuf.toString('utf8'))));

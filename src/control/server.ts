@@ -64,7 +64,7 @@ export async function startControl(options: ControlOptions, hub: Hub, metrics: M
 
   app.post('/publish', async (request, reply) => {
     const body = (request.body ?? {}) as { channel?: unknown; exclude?: unknown };
-    if (typeof body.channel !== 'string' || !isChannelName(body.channel)) return badRequest(reply, 'channel must be 1-128 characters of A-Z a-z 0-9 _ . : @ / -');
+    if (typeof body.channel !== 'string' || !isChannelName(body.channel)) return badRequest(reply, 'channel must be 1-128 characters of A-Z a-z 0-9 _ . : @ / = , ; -');
     if (body.exclude !== undefined && (typeof body.exclude !== 'string' || !isConnectionId(body.exclude))) return badRequest(reply, 'exclude must be a connection id');
     const p = payload(request.body as object);
     if (typeof p === 'string') return badRequest(reply, p);

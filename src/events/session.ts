@@ -17,7 +17,7 @@ import type { WebSocket, RawData } from 'ws';
 import { FrameType, closePayload, encodeFrame, frameHeader } from '../protocol/frames.ts';
 import { channelHead } from '../protocol/channel-frames.ts';
 import { truncateReason } from '../bridge/bridge.ts';
-import { TokenBucket } from '../bridge/token-bucket.ts';
+import { TokenBucket } from '../token-bucket.ts';
 import { type Hub, type Member } from '../hub/hub.ts';
 import { type Action } from './actions.ts';
 import { ERRORS, wsfpmError, type WsfpmError } from '../errors.ts';

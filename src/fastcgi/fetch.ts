@@ -13,8 +13,11 @@ export interface FetchResult {
   stderr: string[];
 }
 
-export function fcgiFetch(address: FpmAddress, params: Record<string, string>, body: Buffer = Buffer.alloc(0), maxHeaderBlock = 32 * 1024): Promise<FetchResult> {
+/** `timeoutMs` (0: none) ends a request PHP has not finished by then, and rejects. */
+export function fcgiFetch(address: FpmAddress, params: Record<string, string>, body: Buffer = Buffer.alloc(0), maxHeaderBlock = 32 * 1024, timeoutMs = 0): Promise<FetchResult> {
   return new Promise((resolve, reject) => {
+    let timer: NodeJS.Timeout | null = null;
+    let timedOut = false;
     const chunks: Buffer[] = [];
     const stderr: string[] = [];
     const all = { CONTENT_LENGTH: String(body.length), ...params };
@@ -27,10 +30,18 @@ export function fcgiFetch(address: FpmAddress, params: Record<string, string>, b
         stderr.push(line);
       },
       onEnd(error: WsfpmError | null) {
-        if (error || !req.head) reject(error ?? new Error('no header block'));
+        if (timer) clearTimeout(timer);
+        if (timedOut) reject(new Error(`no answer within ${timeoutMs} ms`));
+        else if (error || !req.head) reject(error ?? new Error('no header block'));
         else resolve({ head: req.head, body: Buffer.concat(chunks), stderr });
       },
     }, { maxHeaderBlock });
+    if (timeoutMs > 0) {
+      timer = setTimeout(() => {
+        timedOut = true;
+        req.destroy();
+      }, timeoutMs);
+    }
     req.writeStdin(body);
     req.endStdin();
   });

@@ -33,6 +33,8 @@ export interface Broker {
   left(channel: string, id: string): void;
   /** Members on every node; null when the broker cannot be asked. */
   members(channel: string): Promise<string[] | null>;
+  /** Channels with a member on some node, starting with `prefix`; null when the broker cannot be asked. */
+  channels(prefix: string): Promise<string[] | null>;
   /** The node holding a connection, or null. */
   nodeOf(id: string): Promise<string | null>;
 }
@@ -165,6 +167,12 @@ export class Hub {
 
   members(channel: string): string[] {
     return [...(this.#channels.get(channel) ?? [])];
+  }
+
+  /** Channels with a subscriber on any node (this node's only, when the broker cannot be asked). */
+  async channelsEverywhere(prefix: string): Promise<string[]> {
+    const all = await this.broker?.channels(prefix);
+    return all ?? [...this.#channels.keys()].filter((c) => c.startsWith(prefix));
   }
 
   list(): MemberInfo[] {

@@ -142,8 +142,31 @@ export class RedisBroker implements Broker {
   async members(channel: string): Promise<string[] | null> {
     try {
       const entries = await this.#pub.smembers(members(channel));
-      const live = await this.#liveNodes(entries.map((e) => e.split('|')[0]!));
+      const live = await this.liveNodes(entries.map((e) => e.split('|')[0]!));
       return entries.filter((e) => live.has(e.split('|')[0]!)).map((e) => e.split('|')[1]!);
+    } catch {
+      return null;
+    }
+  }
+
+  /** Channels starting with `prefix` that have a member on a live node; null when Redis cannot be asked. */
+  async channels(prefix: string): Promise<string[] | null> {
+    try {
+      // The prefix comes from a request: its glob characters are escaped, so it matches literally.
+      const pattern = `${members(prefix).replace(/[*?[\]\\]/g, (c) => `\\${c}`)}*`;
+      const keys: string[] = [];
+      let cursor = '0';
+      do {
+        const [next, batch] = await this.#pub.scan(cursor, 'MATCH', pattern, 'COUNT', 500);
+        cursor = next;
+        keys.push(...batch);
+      } while (cursor !== '0');
+      const found = await Promise.all(keys.map(async (key) => {
+        const entries = await this.#pub.smembers(key);
+        const live = await this.liveNodes(entries.map((e) => e.split('|')[0]!));
+        return entries.some((e) => live.has(e.split('|')[0]!)) ? key.slice(members('').length) : null;
+      }));
+      return found.filter((c): c is string => c !== null);
     } catch {
       return null;
     }
@@ -154,13 +177,19 @@ export class RedisBroker implements Broker {
     try {
       const node = await this.#pub.hget(CONNS, id);
       if (!node) return null;
-      return (await this.#liveNodes([node])).has(node) ? node : null;
+      return (await this.liveNodes([node])).has(node) ? node : null;
     } catch {
       return null;
     }
   }
 
-  async #liveNodes(nodes: string[]): Promise<Set<string>> {
+  /** The client other shared state (Pusher presence) is kept with; its commands fail fast like the broker's own. */
+  get redis(): Redis {
+    return this.#pub;
+  }
+
+  /** Which of these nodes still refresh their heartbeat. */
+  async liveNodes(nodes: string[]): Promise<Set<string>> {
     const unique = [...new Set(nodes)];
     if (unique.length === 0) return new Set();
     const flags = await this.#pub.mget(...unique.map(alive));

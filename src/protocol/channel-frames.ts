@@ -10,7 +10,9 @@ export const FLAG_FORWARD = 0x01;
 export const FLAG_EXCLUDE_SELF = 0x02;
 export const MIN_TIMER_MS = 10;
 
-const CHANNEL = /^[A-Za-z0-9_.:@/-]{1,128}$/;
+// Pusher channel names may also hold = , ; so they are here too: a Pusher channel is a hub channel of the same name.
+// None of these characters means anything in JSON, Redis keys or a percent-encoded URL.
+const CHANNEL = /^[A-Za-z0-9_.:@/=,;-]{1,128}$/;
 const CONNECTION_ID = /^[0-9a-f]{32}$/;
 
 export const isChannelName = (s: string): boolean => CHANNEL.test(s);

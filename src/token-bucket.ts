@@ -1,4 +1,4 @@
-/** Messages per second with a one-second burst: `rate` tokens a second, holding at most `rate`. */
+/** A token bucket: `rate` tokens a second, holding at most one second's worth (a one-second burst). */
 export class TokenBucket {
   #tokens: number;
   #refilled = Date.now();
@@ -7,7 +7,7 @@ export class TokenBucket {
     this.#tokens = rate;
   }
 
-  /** False when over the rate; a rate of 0 never limits. */
+  /** False when the bucket is empty (the caller is over its rate); a rate of 0 never limits. */
   take(): boolean {
     if (this.rate === 0) return true;
     const now = Date.now();
