@@ -10,7 +10,8 @@
  * bench/results/latest.json. Every process it starts is stopped at the end,
  * also when a scenario fails or the run is interrupted.
  *
- * Scenarios: rtt, throughput, connect, fanout, proxy, hold (default: all).
+ * Scenarios: rtt, throughput, connect, fanout, proxy, hold (default: all);
+ * `events` alone runs bench/events.ts (events mode at scale).
  * See docs/performance.md for what each figure means.
  */
 import { mkdirSync, readdirSync, statSync, writeFileSync } from 'node:fs';
@@ -40,7 +41,7 @@ const USES_SHARED_POOL = new Set<Scenario>([...SHARED, 'proxy']);
 
 const USAGE = `usage: npm run bench -- [SCENARIO…] [FLAGS]
 
-scenarios: ${ORDER.join(', ')} (default: all, in that order)
+scenarios: ${ORDER.join(', ')} (default: all, in that order); or events alone (bench/events.ts)
 
   --duration S        seconds measured per system for throughput (per message size) and fanout (default 10)
   --rounds N          alternating rounds per paired measurement, raw/wsfpm/wsfpm/raw… (default 2)
@@ -297,7 +298,9 @@ async function main(): Promise<void> {
   process.exitCode = failed ? 1 : 0;
 }
 
-main().catch(async (err: unknown) => {
+// `events` is a run of its own (bench/events.ts): it needs the open-files budget of this whole process.
+const run = process.argv[2] === 'events' ? import('./events.ts').then(() => {}) : main();
+run.catch(async (err: unknown) => {
   process.stderr.write(`bench failed: ${(err as Error).stack ?? err}\n`);
   await stopAllChildren().catch(() => {});
   await stopAllPools().catch(() => {});

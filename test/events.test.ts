@@ -145,6 +145,20 @@ describe('events mode', () => {
     await until('the close event', () => closed.includes(`${id} 4100`));
   });
 
+  it('/metrics counts events by type and outcome, and the events-mode connections open', async () => {
+    const c = await open(h.url('/ev-raw.php'));
+    await c.text();
+    c.ws.send('counted');
+    await c.text();
+    const text = await h.daemon.metrics.registry.metrics();
+    assert.match(text, /wsfpm_events_total\{type="message",outcome="applied"\} [1-9]/);
+    assert.match(text, /wsfpm_events_total\{type="message",outcome="failed"\} [1-9]/, 'the fatal and garbage tests above failed events');
+    assert.match(text, /wsfpm_event_connections_open 1\b/);
+    assert.match(text, /wsfpm_event_seconds_count\{type="open"\} [1-9]/);
+    c.ws.close();
+    await c.closed;
+  });
+
   it('PHP refusing the open is an HTTP answer, as in bound mode', async () => {
     const r = await refusal(h.url('/ev-raw.php?refuse=1'));
     assert.equal(r.status, 403);

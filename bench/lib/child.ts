@@ -27,6 +27,8 @@ export class ServerChild {
   readonly proc: ChildProcess;
   readonly label: string;
   port = 0;
+  /** The daemon's control API address (`tcp:HOST:PORT`), '' for the raw server. */
+  control = '';
   /** ms from spawn to listening (module loading, start-up): what a CPU profile of it should skip. */
   startupMs = 0;
   #nextId = 1;
@@ -72,6 +74,7 @@ export class ServerChild {
           clearTimeout(timer);
           proc.off('message', onMessage);
           child.port = Number(msg.port);
+          child.control = typeof msg.control === 'string' ? msg.control : '';
           child.startupMs = performance.now() - t0;
           resolve();
         }
