@@ -43,9 +43,10 @@ interface Binding {
   mode: OpenMode;
   protocol: string | false;
   extraHeaders: string[];
-  attached: boolean;
   log: Log;
   slot: Slot;
+  /** Until the route attaches, the client leaving takes the PHP request with it. */
+  onGone: () => void;
 }
 
 const kBinding = Symbol('wsfpm.binding');
@@ -222,14 +223,12 @@ export async function registerUpgrades(app: FastifyInstance, parts: UpgradeParts
       extra: { ...controlEnv, WSFPM_MAX_CHANNELS: String(cfg.maxChannels), WSFPM_MAX_META: String(cfg.maxMeta), WSFPM_EVENT: 'open' },
     }, script);
     const php = new PhpEndpoint(fpm, params, { maxMessage: cfg.maxMessage, maxHeaderBlock: cfg.maxHeaderBlock }, log);
-    const binding: Binding = { id, ip: client.remoteAddress, php, params, mode: { mode: 'bound' }, protocol: false, extraHeaders: [], attached: false, log, slot };
-    // Until the route attaches, a client that leaves takes its PHP request with it.
-    socket.once('close', () => {
-      if (!binding.attached) {
-        php.destroy();
-        slot.release();
-      }
-    });
+    const onGone = (): void => {
+      php.destroy();
+      slot.release();
+    };
+    const binding: Binding = { id, ip: client.remoteAddress, php, params, mode: { mode: 'bound' }, protocol: false, extraHeaders: [], log, slot, onGone };
+    socket.once('close', onGone);
     const fail = (error: WsfpmError): void => {
       php.destroy();
       slot.release();
@@ -284,14 +283,19 @@ export async function registerUpgrades(app: FastifyInstance, parts: UpgradeParts
 
   function attach(socket: WebSocket, request: FastifyRequest): void {
     if ((request.raw as RawWithBinding)[kIdleProbe]) return holdIdle(socket);
-    const binding = (request.raw as RawWithBinding)[kBinding]!;
-    binding.attached = true;
+    const raw = request.raw as RawWithBinding;
+    const binding = raw[kBinding]!;
+    // From here the bridge or the session owns the close; the listener would also keep the binding alive.
+    raw.socket.off('close', binding.onGone);
     const path = (request.raw.url ?? '/').split('?')[0]!;
     const who = { id: binding.id, path, ip: binding.ip };
     binding.log.info({ path: request.raw.url, ip: binding.ip, protocol: binding.protocol || undefined, mode: binding.mode.mode }, 'websocket open');
     metrics.opened.inc();
     if (binding.mode.mode === 'events') {
-      events.adopt(socket, binding.php, who, binding.params, binding.mode.batch, () => binding.slot.release());
+      const slot = binding.slot;
+      events.adopt(socket, binding.php, who, binding.params, binding.mode.batch, () => slot.release());
+      // An idle connection keeps only its session: the upgrade's request, params and PHP endpoint may go.
+      delete raw[kBinding];
       return;
     }
     metrics.open.inc();
