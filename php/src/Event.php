@@ -272,7 +272,8 @@ final class Event
             (string) ($server['WSFPM_CONNECTION_ID'] ?? ''),
             (string) ($server['WSFPM_META'] ?? ''),
             $maxMessage,
-            Handshake::limit($server, 'WSFPM_MAX_META', Frame::DEFAULT_MAX_META),
+            // --max-meta 0: the daemon keeps no meta, so only setMeta([]) goes.
+            Handshake::limit($server, 'WSFPM_MAX_META', Frame::DEFAULT_MAX_META, 0),
             $underFpm,
         );
         if ($event === 'open') {

@@ -175,13 +175,13 @@ final class Handshake
     }
 
     /**
-     * A positive byte count from the daemon's parameters, or $default.
+     * A byte count of at least $min from the daemon's parameters, or $default.
      *
      * @param array<mixed> $server $_SERVER, or a test's stand-in
      */
-    public static function limit(array $server, string $name, int $default): int
+    public static function limit(array $server, string $name, int $default, int $min = 1): int
     {
         $value = (string) ($server[$name] ?? '');
-        return preg_match('/^\d{1,18}$/D', $value) === 1 && (int) $value > 0 ? (int) $value : $default;
+        return preg_match('/^\d{1,18}$/D', $value) === 1 && (int) $value >= $min ? (int) $value : $default;
     }
 }

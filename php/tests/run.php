@@ -1048,6 +1048,9 @@ test('setMeta: exactly WSFPM_MAX_META bytes of JSON fit, one more throws; 4096 b
     throws(fn () => $ev->setMeta(['s' => str_repeat('a', 4096 - 7)]), 'the limit is 4096');
     [[$ev]] = events('open', '', ['WSFPM_MAX_META' => 'nonsense']);
     $ev->setMeta(['s' => str_repeat('a', 4096 - 8)]);
+    [[$ev]] = events('open', '', ['WSFPM_MAX_META' => '0']);
+    throws(fn () => $ev->setMeta(['n' => 1]), 'the limit is 0 (WSFPM_MAX_META)');
+    $ev->setMeta([]);
 });
 
 test('meta: unicode and slashes stay short, floats stay floats; what JSON cannot hold throws', function (): void {
