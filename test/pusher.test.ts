@@ -404,6 +404,23 @@ describe('what a client cannot do to the daemon', () => {
   });
 });
 
+describe('metrics', () => {
+  it('counts Pusher connections, events and refusals on the control API\'s /metrics', async () => {
+    const { c } = await raw();
+    c.ws.send('{not json');
+    await event(c);
+    await trigger(['metrics-a', 'metrics-b'], 'ev', 1);
+    const text = await (await fetch(`http://${h.daemon.control!.address.replace(/^tcp:/, '')}/metrics`)).text();
+    const value = (name: string): number => Number(new RegExp(`^${name.replace(/[{}]/g, '\\$&')} (\\d+)$`, 'm').exec(text)?.[1] ?? NaN);
+    assert.ok(value('wsfpm_pusher_connections_open') >= 1, text);
+    assert.ok(value('wsfpm_pusher_errors_total{code="WSFPM_ERR_PUSHER_BAD_MESSAGE"}') >= 1);
+    assert.ok(value('wsfpm_pusher_errors_total{code="WSFPM_ERR_PUSHER_SIGNATURE"}') >= 1, 'the 401s of the earlier tests');
+    assert.ok(value('wsfpm_pusher_events_total{source="api"}') >= 2);
+    assert.ok(value('wsfpm_pusher_events_total{source="client"}') >= 1);
+    c.ws.close();
+  });
+});
+
 describe('restarts', () => {
   it('pusher-js reconnects and resubscribes when the daemon comes back on its port', async () => {
     const pool = await startPool(4);

@@ -23,10 +23,12 @@ import { type PusherApp } from './apps.ts';
 import { checkRequestSignature } from './signatures.ts';
 import { channelKind, hubEnvelope, isUserChannel } from './messages.ts';
 import { type PresenceStore } from './presence.ts';
+import { type PusherObserver } from './connection.ts';
 
 export interface HttpApiContext {
   hub: Hub;
   presence: PresenceStore;
+  observer: PusherObserver;
   log: Log;
 }
 
@@ -91,12 +93,15 @@ function infoOf(params: Map<string, string>, allowed: string[]): Set<string> {
 }
 
 export async function registerHttpApi(app: FastifyInstance, apps: readonly PusherApp[], ctx: HttpApiContext): Promise<void> {
-  const { hub, presence } = ctx;
+  const { hub, presence, observer } = ctx;
   const log = ctx.log.child({ api: 'pusher' });
 
   const publish = (e: Event): void => {
     const envelope = hubEnvelope(e.name, e.data);
-    for (const channel of e.channels) hub.publish(channel, envelope, false, e.socketId);
+    for (const channel of e.channels) {
+      hub.publish(channel, envelope, false, e.socketId);
+      observer.published('api');
+    }
   };
 
   type Handler = (app: PusherApp, params: Map<string, string>, body: Buffer, request: FastifyRequest) => Promise<unknown> | unknown;
@@ -160,6 +165,7 @@ export async function registerHttpApi(app: FastifyInstance, apps: readonly Pushe
             } catch (err) {
               if (!(err instanceof ApiError)) throw err;
               const spec = ERRORS[err.code];
+              observer.refused(err.code);
               log.info({ code: err.code, detail: err.detail, app: pusherApp.id, method, path: path.slice(0, 200), ip: request.ip }, 'pusher API request refused');
               return reply.code(spec.status).send({ error: `${spec.message}: ${err.detail}`, code: err.code });
             }
