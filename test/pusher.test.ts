@@ -128,6 +128,12 @@ describe('public channels', () => {
     assert.deepEqual((await api('GET', `/apps/${APP_ID}/channels/batch-1`, undefined, { query: { info: 'subscription_count' } })).json, { occupied: true, subscription_count: 1 });
     assert.deepEqual((await api('GET', `/apps/${APP_ID}/channels/nobody-here`)).json, { occupied: false });
     assert.equal((await api('GET', `/apps/${APP_ID}/channels`, undefined, { query: { info: 'user_count' } })).status, 400, 'user_count needs a presence- prefix');
+    // "info" on a publish: the counts right after it.
+    const counted = await api('POST', `/apps/${APP_ID}/events`, { name: 'counted', data: '1', channels: ['batch-1', 'nobody-here'], info: 'subscription_count' });
+    assert.deepEqual(counted, { status: 200, json: { channels: { 'batch-1': { subscription_count: 1 }, 'nobody-here': { subscription_count: 0 } } } });
+    assert.deepEqual((await api('POST', `/apps/${APP_ID}/batch_events`, { batch: [{ channel: 'batch-2', name: 'x', data: '1', info: 'subscription_count' }] })).json, { batch: [{ subscription_count: 1 }] });
+    assert.equal((await api('POST', `/apps/${APP_ID}/events`, { name: 'x', data: '1', channels: ['batch-1'], info: 'user_count' })).status, 400, 'user_count is for presence channels');
+    assert.equal((await api('POST', `/apps/${APP_ID}/events`, { name: 'x', data: '1', channels: ['batch-1'], info: 'colour' })).status, 400);
   });
 });
 
