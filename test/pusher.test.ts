@@ -344,6 +344,22 @@ describe('one hub with wsfpm', () => {
     assert.deepEqual(JSON.parse(await script.text()), { event: 'App\\Events\\Paid', data: '{"id":8}' });
     script.ws.close();
   });
+
+  it('an events-mode script reaches Echo clients, and hears Pusher events', async () => {
+    const a = await connect();
+    const channel = await subscribed(a, 'ev-mixed');
+    const script = await open(h.url('/ev-echo.php'));
+    assert.equal(await script.text(), 'hello stranger');
+    const plain = next(channel, 'message');
+    script.ws.send('pub|ev-mixed|from events mode');
+    assert.equal(await script.text(), 'ok pub');
+    assert.equal(await plain, 'from events mode');
+    script.ws.send('fsub|ev-mixed');
+    assert.equal(await script.text(), 'ok fsub');
+    await trigger(['ev-mixed'], 'Shipped', { id: 9 });
+    assert.deepEqual(JSON.parse(await script.text()), { event: 'Shipped', data: '{"id":9}' });
+    script.ws.close();
+  });
 });
 
 describe('frames', () => {
