@@ -21,6 +21,9 @@ export class Metrics {
   readonly events: client.Counter<'type' | 'outcome'>;
   readonly eventSeconds: client.Histogram<'type'>;
   #eventState: () => { connections: number; queued: number; running: number } = () => ({ connections: 0, queued: 0, running: 0 });
+  readonly pusherErrors: client.Counter<'code'>;
+  readonly pusherEvents: client.Counter<'source'>;
+  #pusherOpen: () => number = () => 0;
 
   constructor(collectPool: () => Promise<{ busy: number; idle: number } | null>, broker: () => { connected: boolean; failures: number } | null) {
     const r = [this.registry];
@@ -91,6 +94,10 @@ export class Metrics {
     new client.Gauge({ name: 'wsfpm_event_connections_open', help: 'Events-mode connections held by the daemon now.', registers: r, collect() { this.set(state().connections); } });
     new client.Gauge({ name: 'wsfpm_event_queue_depth', help: 'Events mode: inputs waiting for their connection\'s next event, all connections together.', registers: r, collect() { this.set(state().queued); } });
     new client.Gauge({ name: 'wsfpm_events_running', help: 'Events mode: event requests in php-fpm now.', registers: r, collect() { this.set(state().running); } });
+    const pusherOpen = (): number => this.#pusherOpen();
+    new client.Gauge({ name: 'wsfpm_pusher_connections_open', help: 'Pusher protocol (pusher-js, laravel-echo) connections now.', registers: r, collect() { this.set(pusherOpen()); } });
+    this.pusherErrors = new client.Counter({ name: 'wsfpm_pusher_errors_total', help: 'Pusher protocol refusals (connections, messages, subscriptions, API requests), by error code.', labelNames: ['code'], registers: r });
+    this.pusherEvents = new client.Counter({ name: 'wsfpm_pusher_events_total', help: 'Pusher events published, by source (api: the HTTP API, per channel; client: client events).', labelNames: ['source'], registers: r });
     client.collectDefaultMetrics({ register: this.registry, prefix: 'wsfpm_process_' });
   }
 
@@ -98,6 +105,11 @@ export class Metrics {
   observeEvent(type: string, ok: boolean, seconds: number): void {
     this.events.inc({ type, outcome: ok ? 'applied' : 'failed' });
     this.eventSeconds.observe({ type }, seconds);
+  }
+
+  /** Where the Pusher connection gauge reads its value at scrape time. */
+  watchPusher(open: () => number): void {
+    this.#pusherOpen = open;
   }
 
   /** Where the events-mode gauges read their values at scrape time. */

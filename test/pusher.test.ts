@@ -128,6 +128,12 @@ describe('public channels', () => {
     assert.deepEqual((await api('GET', `/apps/${APP_ID}/channels/batch-1`, undefined, { query: { info: 'subscription_count' } })).json, { occupied: true, subscription_count: 1 });
     assert.deepEqual((await api('GET', `/apps/${APP_ID}/channels/nobody-here`)).json, { occupied: false });
     assert.equal((await api('GET', `/apps/${APP_ID}/channels`, undefined, { query: { info: 'user_count' } })).status, 400, 'user_count needs a presence- prefix');
+    // "info" on a publish: the counts right after it.
+    const counted = await api('POST', `/apps/${APP_ID}/events`, { name: 'counted', data: '1', channels: ['batch-1', 'nobody-here'], info: 'subscription_count' });
+    assert.deepEqual(counted, { status: 200, json: { channels: { 'batch-1': { subscription_count: 1 }, 'nobody-here': { subscription_count: 0 } } } });
+    assert.deepEqual((await api('POST', `/apps/${APP_ID}/batch_events`, { batch: [{ channel: 'batch-2', name: 'x', data: '1', info: 'subscription_count' }] })).json, { batch: [{ subscription_count: 1 }] });
+    assert.equal((await api('POST', `/apps/${APP_ID}/events`, { name: 'x', data: '1', channels: ['batch-1'], info: 'user_count' })).status, 400, 'user_count is for presence channels');
+    assert.equal((await api('POST', `/apps/${APP_ID}/events`, { name: 'x', data: '1', channels: ['batch-1'], info: 'colour' })).status, 400);
   });
 });
 
@@ -338,6 +344,22 @@ describe('one hub with wsfpm', () => {
     assert.deepEqual(JSON.parse(await script.text()), { event: 'App\\Events\\Paid', data: '{"id":8}' });
     script.ws.close();
   });
+
+  it('an events-mode script reaches Echo clients, and hears Pusher events', async () => {
+    const a = await connect();
+    const channel = await subscribed(a, 'ev-mixed');
+    const script = await open(h.url('/ev-echo.php'));
+    assert.equal(await script.text(), 'hello stranger');
+    const plain = next(channel, 'message');
+    script.ws.send('pub|ev-mixed|from events mode');
+    assert.equal(await script.text(), 'ok pub');
+    assert.equal(await plain, 'from events mode');
+    script.ws.send('fsub|ev-mixed');
+    assert.equal(await script.text(), 'ok fsub');
+    await trigger(['ev-mixed'], 'Shipped', { id: 9 });
+    assert.deepEqual(JSON.parse(await script.text()), { event: 'Shipped', data: '{"id":9}' });
+    script.ws.close();
+  });
 });
 
 describe('frames', () => {
@@ -401,6 +423,23 @@ describe('what a client cannot do to the daemon', () => {
   it('a plain GET of /app/KEY is not taken from the site', async () => {
     const res = await fetch(`http://127.0.0.1:${h.port}/app/${KEY}`);
     assert.equal(res.status, 404, 'a page request: the pages handler answered, not the Pusher route');
+  });
+});
+
+describe('metrics', () => {
+  it('counts Pusher connections, events and refusals on the control API\'s /metrics', async () => {
+    const { c } = await raw();
+    c.ws.send('{not json');
+    await event(c);
+    await trigger(['metrics-a', 'metrics-b'], 'ev', 1);
+    const text = await (await fetch(`http://${h.daemon.control!.address.replace(/^tcp:/, '')}/metrics`)).text();
+    const value = (name: string): number => Number(new RegExp(`^${name.replace(/[{}]/g, '\\$&')} (\\d+)$`, 'm').exec(text)?.[1] ?? NaN);
+    assert.ok(value('wsfpm_pusher_connections_open') >= 1, text);
+    assert.ok(value('wsfpm_pusher_errors_total{code="WSFPM_ERR_PUSHER_BAD_MESSAGE"}') >= 1);
+    assert.ok(value('wsfpm_pusher_errors_total{code="WSFPM_ERR_PUSHER_SIGNATURE"}') >= 1, 'the 401s of the earlier tests');
+    assert.ok(value('wsfpm_pusher_events_total{source="api"}') >= 2);
+    assert.ok(value('wsfpm_pusher_events_total{source="client"}') >= 1);
+    c.ws.close();
   });
 });
 

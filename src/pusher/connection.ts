@@ -35,8 +35,16 @@ export interface PusherSettings {
   messageRate: number;
 }
 
+/** Counts for metrics; the Pusher face knows nothing of how they are exported. */
+export interface PusherObserver {
+  /** A refusal: a connection, message, subscription or API request, by its WSFPM_ERR_* code. */
+  refused(code: string): void;
+  published(source: 'api' | 'client'): void;
+}
+
 export interface PusherContext {
   hub: Hub;
+  observer: PusherObserver;
   presence: PresenceStore;
   webhooks: Webhooks;
   log: Log;
@@ -51,15 +59,16 @@ export function newSocketId(hub: Hub): string {
 }
 
 /** Refuses a connection the protocol's way: the error event, then a close with the same code. */
-export function refuseConnection(ws: WebSocket, code: ErrorCode, detail: string, log: Log): void {
+export function refuseConnection(ws: WebSocket, code: ErrorCode, detail: string, log: Log, observer: PusherObserver): void {
   const spec = ERRORS[code];
+  observer.refused(code);
   log.info({ code, detail, close: spec.close }, 'pusher connection refused');
   ws.send(pusherError(spec.close, spec.message));
   ws.close(spec.close, spec.message);
 }
 
 export function servePusher(ws: WebSocket, app: PusherApp, who: { ip: string }, settings: PusherSettings, ctx: PusherContext, onClosed: () => void): void {
-  const { hub, presence, webhooks } = ctx;
+  const { hub, presence, webhooks, observer } = ctx;
   const socketId = newSocketId(hub);
   const log = ctx.log.child({ socket: socketId, app: app.id });
   const started = Date.now();
@@ -75,11 +84,14 @@ export function servePusher(ws: WebSocket, app: PusherApp, who: { ip: string }, 
     if (!closed) ws.send(text);
   };
   const fail = (code: ErrorCode, detail: string): void => {
+    observer.refused(code);
     log.info({ code, detail }, 'pusher message refused');
     send(pusherError(ERRORS[code].close, ERRORS[code].message));
   };
   const refuseSubscription = (channel: string, type: string, error: string, status: number): void => {
-    log.info({ code: status === 401 ? 'WSFPM_ERR_PUSHER_UNAUTHORIZED' : 'WSFPM_ERR_PUSHER_REQUEST', channel, detail: error }, 'pusher subscription refused');
+    const code = status === 401 ? 'WSFPM_ERR_PUSHER_UNAUTHORIZED' : 'WSFPM_ERR_PUSHER_REQUEST';
+    observer.refused(code);
+    log.info({ code, channel, detail: error }, 'pusher subscription refused');
     send(subscriptionError(channel, type, error, status));
   };
 
@@ -87,6 +99,7 @@ export function servePusher(ws: WebSocket, app: PusherApp, who: { ip: string }, 
   const deliver = (text: string | Buffer): boolean => {
     if (closed) return false;
     if (ws.bufferedAmount > settings.highWater) {
+      observer.refused('WSFPM_ERR_SLOW_CONSUMER');
       log.warn({ code: 'WSFPM_ERR_SLOW_CONSUMER', detail: `more than ${settings.highWater} bytes queued toward the client` }, 'connection failed');
       member.close(ERRORS.WSFPM_ERR_SLOW_CONSUMER.close, ERRORS.WSFPM_ERR_SLOW_CONSUMER.message);
       return false;
@@ -205,6 +218,7 @@ export function servePusher(ws: WebSocket, app: PusherApp, who: { ip: string }, 
     if (!clientEvents.take()) return fail('WSFPM_ERR_PUSHER_CLIENT_EVENT_RATE', `over ${app.clientEventRate} client events per second`);
     const userId = subscriptions.get(m.channel) ?? undefined;
     hub.publish(m.channel, hubEnvelope(m.event, m.data, userId), false, socketId);
+    observer.published('client');
     webhooks.send(app, { name: 'client_event', channel: m.channel, event: m.event, data: typeof m.data === 'string' ? m.data : JSON.stringify(m.data), socket_id: socketId, ...(userId ? { user_id: userId } : {}) });
   }
 
@@ -215,6 +229,7 @@ export function servePusher(ws: WebSocket, app: PusherApp, who: { ip: string }, 
     const userData = typeof m.userData === 'string' && Buffer.byteLength(m.userData) <= PUSHER.maxUserData ? m.userData : null;
     const id = userData === null ? null : userIdOf(userData);
     if (userData === null || !validSigninAuth(app, socketId, userData, m.auth) || id === null) {
+      observer.refused('WSFPM_ERR_PUSHER_UNAUTHORIZED');
       log.info({ code: 'WSFPM_ERR_PUSHER_UNAUTHORIZED', detail: 'pusher:signin with an invalid signature or user_data' }, 'connection failed');
       send(pusherError(ERRORS.WSFPM_ERR_PUSHER_UNAUTHORIZED.close, ERRORS.WSFPM_ERR_PUSHER_UNAUTHORIZED.message));
       return member.close(ERRORS.WSFPM_ERR_PUSHER_UNAUTHORIZED.close, ERRORS.WSFPM_ERR_PUSHER_UNAUTHORIZED.message);
@@ -228,6 +243,7 @@ export function servePusher(ws: WebSocket, app: PusherApp, who: { ip: string }, 
     pings.seen();
     if (closed) return;
     if (messages && !messages.take()) {
+      observer.refused('WSFPM_ERR_RATE_LIMIT');
       log.info({ code: 'WSFPM_ERR_RATE_LIMIT', detail: `over ${settings.messageRate} messages per second` }, 'connection failed');
       member.close(ERRORS.WSFPM_ERR_RATE_LIMIT.close, ERRORS.WSFPM_ERR_RATE_LIMIT.message);
       return;

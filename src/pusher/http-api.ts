@@ -2,8 +2,8 @@
  * The Pusher HTTP API on wsfpm's own port, as Laravel's `pusher` and
  * `reverb` broadcasters (pusher-php-server) call it:
  *
- *   POST /apps/ID/events           {"name", "data", "channels" | "channel", "socket_id"?}
- *   POST /apps/ID/batch_events     {"batch": [{"name", "data", "channel", "socket_id"?}, …]}
+ *   POST /apps/ID/events           {"name", "data", "channels" | "channel", "socket_id"?, "info"?}
+ *   POST /apps/ID/batch_events     {"batch": [{"name", "data", "channel", "socket_id"?, "info"?}, …]}
  *   GET  /apps/ID/channels         ?filter_by_prefix=…&info=user_count
  *   GET  /apps/ID/channels/NAME    ?info=user_count,subscription_count
  *   GET  /apps/ID/channels/NAME/users
@@ -23,10 +23,12 @@ import { type PusherApp } from './apps.ts';
 import { checkRequestSignature } from './signatures.ts';
 import { channelKind, hubEnvelope, isUserChannel } from './messages.ts';
 import { type PresenceStore } from './presence.ts';
+import { type PusherObserver } from './connection.ts';
 
 export interface HttpApiContext {
   hub: Hub;
   presence: PresenceStore;
+  observer: PusherObserver;
   log: Log;
 }
 
@@ -60,7 +62,11 @@ interface Event {
   data: string;
   channels: string[];
   socketId: string | null;
+  /** What to answer about each channel after publishing (`"info": "subscription_count,user_count"`). */
+  info: Set<string>;
 }
+
+const EVENT_INFO = ['subscription_count', 'user_count'];
 
 function parseEvent(v: unknown, batch: boolean): Event {
   if (typeof v !== 'object' || v === null) throw new ApiError('WSFPM_ERR_PUSHER_REQUEST', 'an event is a JSON object');
@@ -72,7 +78,10 @@ function parseEvent(v: unknown, batch: boolean): Event {
   if (list.length === 0 || list.length > PUSHER.maxChannelsPerEvent) throw new ApiError('WSFPM_ERR_PUSHER_REQUEST', `an event goes to 1 to ${PUSHER.maxChannelsPerEvent} channels`);
   const channels = list.map(channelName);
   if (e.socket_id !== undefined && e.socket_id !== null && (typeof e.socket_id !== 'string' || !SOCKET_ID.test(e.socket_id))) throw new ApiError('WSFPM_ERR_PUSHER_REQUEST', '"socket_id" must look like 1234.5678');
-  return { name: e.name, data: e.data, channels, socketId: (e.socket_id as string | undefined) ?? null };
+  if (e.info !== undefined && typeof e.info !== 'string') throw new ApiError('WSFPM_ERR_PUSHER_REQUEST', '"info" must be a comma-separated string');
+  const info = infoOf(new Map([['info', (e.info as string | undefined) ?? '']]), EVENT_INFO);
+  if (info.has('user_count') && channels.some((c) => channelKind(c) !== 'presence')) throw new ApiError('WSFPM_ERR_PUSHER_REQUEST', 'info=user_count is for presence- channels');
+  return { name: e.name, data: e.data, channels, socketId: (e.socket_id as string | undefined) ?? null, info };
 }
 
 function parseJson(body: Buffer): unknown {
@@ -91,26 +100,41 @@ function infoOf(params: Map<string, string>, allowed: string[]): Set<string> {
 }
 
 export async function registerHttpApi(app: FastifyInstance, apps: readonly PusherApp[], ctx: HttpApiContext): Promise<void> {
-  const { hub, presence } = ctx;
+  const { hub, presence, observer } = ctx;
   const log = ctx.log.child({ api: 'pusher' });
 
   const publish = (e: Event): void => {
     const envelope = hubEnvelope(e.name, e.data);
-    for (const channel of e.channels) hub.publish(channel, envelope, false, e.socketId);
+    for (const channel of e.channels) {
+      hub.publish(channel, envelope, false, e.socketId);
+      observer.published('api');
+    }
   };
+
+  /** subscription_count (every node's subscribers) and user_count (presence) of a channel, as asked. */
+  const channelInfo = async (channel: string, info: Set<string>): Promise<Record<string, number>> => ({
+    ...(info.has('user_count') ? { user_count: (await presence.members(channel)).size } : {}),
+    ...(info.has('subscription_count') ? { subscription_count: (await hub.membersEverywhere(channel)).length } : {}),
+  });
 
   type Handler = (app: PusherApp, params: Map<string, string>, body: Buffer, request: FastifyRequest) => Promise<unknown> | unknown;
   const routes: Array<[method: 'GET' | 'POST', path: string, handler: Handler]> = [
-    ['POST', '/events', (_app, _params, body) => {
-      publish(parseEvent(parseJson(body), false));
-      return {};
+    ['POST', '/events', async (_app, _params, body) => {
+      const e = parseEvent(parseJson(body), false);
+      publish(e);
+      if (e.info.size === 0) return {};
+      const channels: Record<string, object> = {};
+      for (const c of e.channels) channels[c] = await channelInfo(c, e.info);
+      return { channels };
     }],
-    ['POST', '/batch_events', (_app, _params, body) => {
+    ['POST', '/batch_events', async (_app, _params, body) => {
       const batch = (parseJson(body) as { batch?: unknown } | null)?.batch;
       if (!Array.isArray(batch) || batch.length > PUSHER.maxBatch) throw new ApiError('WSFPM_ERR_PUSHER_REQUEST', `"batch" must be an array of at most ${PUSHER.maxBatch} events`);
       // All or nothing: every event is checked before any is published.
-      for (const e of batch.map((e) => parseEvent(e, true))) publish(e);
-      return {};
+      const events = batch.map((e) => parseEvent(e, true));
+      for (const e of events) publish(e);
+      if (events.every((e) => e.info.size === 0)) return {};
+      return { batch: await Promise.all(events.map((e) => channelInfo(e.channels[0]!, e.info))) };
     }],
     ['GET', '/channels', async (_app, params) => {
       const prefix = params.get('filter_by_prefix') ?? '';
@@ -124,12 +148,7 @@ export async function registerHttpApi(app: FastifyInstance, apps: readonly Pushe
       const name = channelName((request.params as { name: string }).name);
       const info = infoOf(params, ['user_count', 'subscription_count']);
       if (info.has('user_count') && channelKind(name) !== 'presence') throw new ApiError('WSFPM_ERR_PUSHER_REQUEST', 'info=user_count is for presence- channels');
-      const subscribers = (await hub.membersEverywhere(name)).length;
-      return {
-        occupied: subscribers > 0,
-        ...(info.has('user_count') ? { user_count: (await presence.members(name)).size } : {}),
-        ...(info.has('subscription_count') ? { subscription_count: subscribers } : {}),
-      };
+      return { occupied: (await hub.membersEverywhere(name)).length > 0, ...(await channelInfo(name, info)) };
     }],
     ['GET', '/channels/:name/users', async (_app, _params, _body, request) => {
       const name = channelName((request.params as { name: string }).name);
@@ -160,6 +179,7 @@ export async function registerHttpApi(app: FastifyInstance, apps: readonly Pushe
             } catch (err) {
               if (!(err instanceof ApiError)) throw err;
               const spec = ERRORS[err.code];
+              observer.refused(err.code);
               log.info({ code: err.code, detail: err.detail, app: pusherApp.id, method, path: path.slice(0, 200), ip: request.ip }, 'pusher API request refused');
               return reply.code(spec.status).send({ error: `${spec.message}: ${err.detail}`, code: err.code });
             }

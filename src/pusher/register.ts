@@ -19,7 +19,8 @@ import { registerHttpApi } from './http-api.ts';
 import { Presence, type PresenceStore } from './presence.ts';
 import { RedisPresence } from './presence-redis.ts';
 import { memberRemoved } from './messages.ts';
-import { refuseConnection, servePusher } from './connection.ts';
+import { refuseConnection, servePusher, type PusherObserver } from './connection.ts';
+import { type Metrics } from '../metrics.ts';
 import { Webhooks } from './webhooks.ts';
 import { type FpmAddress } from '../fastcgi/address.ts';
 
@@ -31,6 +32,7 @@ export interface PusherOptions {
   broker: RedisBroker | null;
   /** php-fpm, for the apps' webhook scripts. */
   fpm: FpmAddress;
+  metrics: Metrics;
   log: Log;
 }
 
@@ -46,6 +48,11 @@ export async function registerPusher(app: FastifyInstance, options: PusherOption
     : local;
   const webhooks = new Webhooks(options.fpm, () => options.config().root, log);
   let open = 0;
+  options.metrics.watchPusher(() => open);
+  const observer: PusherObserver = {
+    refused: (code) => options.metrics.pusherErrors.inc({ code }),
+    published: (source) => options.metrics.pusherEvents.inc({ source }),
+  };
   const perIp = new Map<string, number>();
 
   app.addConstraintStrategy({
@@ -70,15 +77,15 @@ export async function registerPusher(app: FastifyInstance, options: PusherOption
       const ip = clientOf(config.trustProxy, request.raw).remoteAddress;
       const pusherApp = apps.find((a) => a.key === key);
       const refusalLog = log.child({ ip });
-      if (!pusherApp) return refuseConnection(ws, 'WSFPM_ERR_PUSHER_UNKNOWN_APP', `key ${JSON.stringify(key.slice(0, 64))}`, refusalLog);
-      if (query.protocol === undefined) return refuseConnection(ws, 'WSFPM_ERR_PUSHER_NO_PROTOCOL', 'no ?protocol=', refusalLog);
-      if (!SUPPORTED_PROTOCOLS.has(String(query.protocol))) return refuseConnection(ws, 'WSFPM_ERR_PUSHER_PROTOCOL_VERSION', `protocol ${String(query.protocol).slice(0, 16)}; 5 to 7 are spoken`, refusalLog);
+      if (!pusherApp) return refuseConnection(ws, 'WSFPM_ERR_PUSHER_UNKNOWN_APP', `key ${JSON.stringify(key.slice(0, 64))}`, refusalLog, observer);
+      if (query.protocol === undefined) return refuseConnection(ws, 'WSFPM_ERR_PUSHER_NO_PROTOCOL', 'no ?protocol=', refusalLog, observer);
+      if (!SUPPORTED_PROTOCOLS.has(String(query.protocol))) return refuseConnection(ws, 'WSFPM_ERR_PUSHER_PROTOCOL_VERSION', `protocol ${String(query.protocol).slice(0, 16)}; 5 to 7 are spoken`, refusalLog, observer);
       const fromIp = perIp.get(ip) ?? 0;
-      if (open >= config.maxConnections) return refuseConnection(ws, 'WSFPM_ERR_PUSHER_OVER_QUOTA', `${open} open (--max-connections)`, refusalLog);
-      if (fromIp >= config.maxPerIp) return refuseConnection(ws, 'WSFPM_ERR_PUSHER_OVER_QUOTA', `${fromIp} open from ${ip} (--max-per-ip)`, refusalLog);
+      if (open >= config.maxConnections) return refuseConnection(ws, 'WSFPM_ERR_PUSHER_OVER_QUOTA', `${open} open (--max-connections)`, refusalLog, observer);
+      if (fromIp >= config.maxPerIp) return refuseConnection(ws, 'WSFPM_ERR_PUSHER_OVER_QUOTA', `${fromIp} open from ${ip} (--max-per-ip)`, refusalLog, observer);
       open++;
       perIp.set(ip, fromIp + 1);
-      servePusher(ws, pusherApp, { ip }, config, { hub, presence, webhooks, log }, () => {
+      servePusher(ws, pusherApp, { ip }, config, { hub, presence, webhooks, observer, log }, () => {
         open--;
         const n = (perIp.get(ip) ?? 1) - 1;
         if (n > 0) perIp.set(ip, n);
@@ -87,5 +94,5 @@ export async function registerPusher(app: FastifyInstance, options: PusherOption
     },
   });
 
-  await registerHttpApi(app, apps, { hub, presence, log });
+  await registerHttpApi(app, apps, { hub, presence, observer, log });
 }

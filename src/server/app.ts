@@ -112,7 +112,7 @@ export async function createDaemon(config: Config, logStream?: { write(line: str
   const front = config.upstream ? await registerFront(app, config, log) : null;
   if (config.redirectPort) registerRedirect(app, config, log);
   // pusher-js / laravel-echo on /app/KEY and the Pusher HTTP API (src/pusher/).
-  if (config.pusherApps.length > 0) await registerPusher(app, { config: () => config, hub, broker, fpm, log });
+  if (config.pusherApps.length > 0) await registerPusher(app, { config: () => config, hub, broker, fpm, metrics, log });
   parts.route({ pages, front });
 
   return {
