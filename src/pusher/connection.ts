@@ -67,7 +67,16 @@ export function refuseConnection(ws: WebSocket, code: ErrorCode, detail: string,
   ws.close(spec.close, spec.message);
 }
 
-export function servePusher(ws: WebSocket, app: PusherApp, who: { ip: string }, settings: PusherSettings, ctx: PusherContext, onClosed: () => void): void {
+export interface PusherHandle {
+  /**
+   * Leaves every channel now (the daemon is stopping), so the presence
+   * leaves and their member_removed reach Redis before the broker
+   * disconnects instead of being lost with a close event that comes later.
+   */
+  leaveAll(): Promise<void>;
+}
+
+export function servePusher(ws: WebSocket, app: PusherApp, who: { ip: string }, settings: PusherSettings, ctx: PusherContext, onClosed: () => void): PusherHandle {
   const { hub, presence, webhooks, observer } = ctx;
   const socketId = newSocketId(hub);
   const log = ctx.log.child({ socket: socketId, app: app.id });
@@ -169,7 +178,7 @@ export function servePusher(ws: WebSocket, app: PusherApp, who: { ip: string }, 
     const members = await presence.members(channel);
     if (subscriptions.get(channel) !== user.id) return;
     if (added && members.size > PUSHER.maxPresenceMembers) {
-      unsubscribe(channel);
+      void unsubscribe(channel);
       return refuseSubscription(channel, 'LimitReached', `a presence channel holds at most ${PUSHER.maxPresenceMembers} users`, 4004);
     }
     send(subscriptionSucceeded(channel, presenceList(members)));
@@ -194,19 +203,24 @@ export function servePusher(ws: WebSocket, app: PusherApp, who: { ip: string }, 
 
   const presenceList = (members: Map<string, unknown>) => ({ ids: [...members.keys()], hash: Object.fromEntries(members), count: members.size });
 
-  function unsubscribe(channel: string): void {
-    if (!subscriptions.has(channel)) return;
+  /** Settles once a presence leave is applied and its member_removed handed to the hub. */
+  function unsubscribe(channel: string): Promise<void> {
+    if (!subscriptions.has(channel)) return Promise.resolve();
     const userId = subscriptions.get(channel);
     subscriptions.delete(channel);
     hub.unsubscribe(socketId, channel);
     occupancy(channel, 0);
-    if (userId == null) return;
-    void presence.leave(channel, socketId, userId).then((removed) => {
+    if (userId == null) return Promise.resolve();
+    return presence.leave(channel, socketId, userId).then((removed) => {
       if (!removed) return;
       hub.publish(channel, memberRemoved(userId), false, socketId);
       webhooks.send(app, { name: 'member_removed', channel, user_id: userId });
     });
   }
+
+  const leaveAll = async (): Promise<void> => {
+    await Promise.all([...subscriptions.keys()].map(unsubscribe));
+  };
 
   function clientEvent(m: Extract<ClientMessage, { kind: 'client-event' }>): void {
     if (!clientEvents) return fail('WSFPM_ERR_PUSHER_CLIENT_EVENT', `client events are off for app ${app.id} (--pusher-apps ID:KEY:SECRET:client-events)`);
@@ -234,7 +248,7 @@ export function servePusher(ws: WebSocket, app: PusherApp, who: { ip: string }, 
       send(pusherError(ERRORS.WSFPM_ERR_PUSHER_UNAUTHORIZED.close, ERRORS.WSFPM_ERR_PUSHER_UNAUTHORIZED.message));
       return member.close(ERRORS.WSFPM_ERR_PUSHER_UNAUTHORIZED.close, ERRORS.WSFPM_ERR_PUSHER_UNAUTHORIZED.message);
     }
-    if (signedIn !== null && signedIn !== id) unsubscribe(userChannel(signedIn));
+    if (signedIn !== null && signedIn !== id) void unsubscribe(userChannel(signedIn));
     signedIn = id;
     send(signinSuccess(userData));
   }
@@ -258,7 +272,7 @@ export function servePusher(ws: WebSocket, app: PusherApp, who: { ip: string }, 
       case 'subscribe':
         return subscribe(m);
       case 'unsubscribe':
-        return unsubscribe(m.channel);
+        return void unsubscribe(m.channel);
       case 'client-event':
         return clientEvent(m);
       case 'signin':
@@ -271,11 +285,12 @@ export function servePusher(ws: WebSocket, app: PusherApp, who: { ip: string }, 
   ws.on('close', (code: number) => {
     closed = true;
     pings.stop();
-    for (const channel of [...subscriptions.keys()]) unsubscribe(channel);
+    void leaveAll();
     hub.remove(socketId);
     log.info({ code, durationMs: Date.now() - started }, 'pusher connection closed');
     onClosed();
   });
+  return { leaveAll };
 }
 
 /** The id of signin user_data (a JSON object with a string id, as pusher-js requires), or null. */

@@ -19,7 +19,7 @@ import { registerHttpApi } from './http-api.ts';
 import { Presence, type PresenceStore } from './presence.ts';
 import { RedisPresence } from './presence-redis.ts';
 import { memberRemoved } from './messages.ts';
-import { refuseConnection, servePusher, type PusherObserver } from './connection.ts';
+import { refuseConnection, servePusher, type PusherHandle, type PusherObserver } from './connection.ts';
 import { type Metrics } from '../metrics.ts';
 import { Webhooks } from './webhooks.ts';
 import { type FpmAddress } from '../fastcgi/address.ts';
@@ -48,6 +48,11 @@ export async function registerPusher(app: FastifyInstance, options: PusherOption
     : local;
   const webhooks = new Webhooks(options.fpm, () => options.config().root, log);
   let open = 0;
+  const handles = new Set<PusherHandle>();
+  // preClose runs before every onClose hook, so before the Redis broker stops.
+  app.addHook('preClose', async () => {
+    await Promise.all([...handles].map((h) => h.leaveAll()));
+  });
   options.metrics.watchPusher(() => open);
   const observer: PusherObserver = {
     refused: (code) => options.metrics.pusherErrors.inc({ code }),
@@ -85,12 +90,14 @@ export async function registerPusher(app: FastifyInstance, options: PusherOption
       if (fromIp >= config.maxPerIp) return refuseConnection(ws, 'WSFPM_ERR_PUSHER_OVER_QUOTA', `${fromIp} open from ${ip} (--max-per-ip)`, refusalLog, observer);
       open++;
       perIp.set(ip, fromIp + 1);
-      servePusher(ws, pusherApp, { ip }, config, { hub, presence, webhooks, observer, log }, () => {
+      const handle = servePusher(ws, pusherApp, { ip }, config, { hub, presence, webhooks, observer, log }, () => {
+        handles.delete(handle);
         open--;
         const n = (perIp.get(ip) ?? 1) - 1;
         if (n > 0) perIp.set(ip, n);
         else perIp.delete(ip);
       });
+      handles.add(handle);
     },
   });
 
