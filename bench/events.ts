@@ -3,7 +3,7 @@
  * events mode at scale, side by side with the raw ws server in the same run.
  *
  *  1. N idle events-mode websockets opened (each open decided by PHP reading
- *     a session: bench/www/ev-notify.php), 200 at a time, from loopback
+ *     a session: bench/www/ev-notify.php), 50 at a time, from loopback
  *     source addresses 127.0.0.2… (an address per 20,000 connections at
  *     most, so ephemeral ports never run out): opens/s;
  *  2. memory per idle connection: daemon PSS growth / N (raw: its PSS growth
@@ -38,6 +38,8 @@ const ACTIVE = opt('active', 200);
 const SECONDS = opt('seconds', 10);
 const WORKERS = 16;
 const SESSIONS = 64;
+/** Above php-fpm's listen.backlog (64 in FpmPool) a burst of opens gets EAGAIN, which is a 503 (as in the hold scenario). */
+const OPEN_CONCURRENCY = 50;
 
 const source = (i: number): string => `127.0.0.${2 + Math.floor(i / 20_000)}`;
 
@@ -55,7 +57,7 @@ async function openAll(url: string, n: number, cookies: string[]): Promise<{ soc
   let failed = 0;
   let next = 0;
   const t0 = now();
-  await Promise.all(Array.from({ length: 200 }, async () => {
+  await Promise.all(Array.from({ length: OPEN_CONCURRENCY }, async () => {
     while (next < n) {
       const i = next++;
       try {
@@ -68,14 +70,28 @@ async function openAll(url: string, n: number, cookies: string[]): Promise<{ soc
   return { sockets, seconds: (now() - t0) / 1000, failed };
 }
 
-async function memory(sys: System): Promise<number> {
-  await sys.child.request('stats'); // runs a GC first
-  await sleep(500);
-  return pssKiB(sys.child.pid);
+interface Memory {
+  pssKiB: number;
+  heapUsed: number;
+  external: number;
 }
 
+async function memory(sys: System): Promise<Memory> {
+  await sys.child.request('stats'); // runs a GC first
+  await sleep(500);
+  const s = (await sys.child.request('stats')) as { memory: NodeJS.MemoryUsage };
+  return { pssKiB: pssKiB(sys.child.pid), heapUsed: s.memory.heapUsed, external: s.memory.external };
+}
+
+/** Growth per connection, KiB: PSS (what the machine spends), and of it the JS heap and Buffers. */
+const perConnection = (a: Memory, b: Memory, n: number): { pss: number; heap: number; external: number } => ({
+  pss: (b.pssKiB - a.pssKiB) / n,
+  heap: (b.heapUsed - a.heapUsed) / 1024 / n,
+  external: (b.external - a.external) / 1024 / n,
+});
+
 async function echoLoad(url: string, cookies: string[]): Promise<{ perSecond: number; p50: number; p99: number }> {
-  const clients = await Promise.all(Array.from({ length: ACTIVE }, (_, i) => openOne(url, i, cookies.length ? { Cookie: cookies[i % cookies.length]! } : {})));
+  const { sockets: clients } = await openAll(url, ACTIVE, cookies);
   const latencies: number[] = [];
   let stop = false;
   await Promise.all(clients.map((ws) => new Promise<void>((resolve) => {
@@ -160,7 +176,7 @@ async function main(): Promise<void> {
       held: control.connections,
       openFailed: { wsfpm: opened.failed, raw: rawOpen.failed },
       opensPerSecond: { wsfpm: opened.sockets.length / opened.seconds, raw: rawOpen.sockets.length / rawOpen.seconds },
-      kibPerIdleConnection: { wsfpm: (after - before) / N, raw: (rawAfter - rawBefore) / N },
+      kibPerIdleConnection: { wsfpm: perConnection(before, after, N), raw: perConnection(rawBefore, rawAfter, N) },
       publishToAllSeconds: { wsfpm: reach, raw: rawReach },
       messageEvents: { wsfpm: echo, raw: rawEcho },
     });

@@ -7,6 +7,7 @@ import { isUtf8 } from 'node:buffer';
 import { FrameType, FrameError, parseClosePayload, type Frame } from '../protocol/frames.ts';
 import { parsePublish, parseSend, parseSubscribe, parseUnsubscribe } from '../protocol/channel-frames.ts';
 import { sendableCloseCode } from '../bridge/bridge.ts';
+import { ownCopy } from './own-copy.ts';
 
 export type Action =
   | { kind: 'send'; data: Buffer; binary: boolean }
@@ -67,7 +68,7 @@ export function parseActions(frames: readonly Frame[], limits: ActionLimits): Ac
       case FrameType.Meta:
         if (frame.payload.length > limits.maxMeta) throw new FrameError(`META of ${frame.payload.length} bytes is over the ${limits.maxMeta}-byte limit (--max-meta)`);
         // Copied: the payload is a view into a socket chunk that would otherwise live as long as the connection.
-        actions.push({ kind: 'meta', meta: frame.payload.length ? Buffer.from(frame.payload) : null });
+        actions.push({ kind: 'meta', meta: frame.payload.length ? ownCopy(frame.payload) : null });
         break;
       case FrameType.Timer:
         throw new FrameError('TIMER is a bound-mode frame; events-mode scripts have no timer');

@@ -14,6 +14,7 @@ import { type Hub } from '../hub/hub.ts';
 import { wsfpmError, WsfpmError } from '../errors.ts';
 import { type Log } from '../log.ts';
 import { parseActions } from './actions.ts';
+import { ownCopy } from './own-copy.ts';
 import { callEvent } from './event-call.ts';
 import { EventSession, type QueuedEvent, type SessionHost } from './session.ts';
 
@@ -89,7 +90,7 @@ export class EventDispatcher {
    * event is over.
    */
   adopt(ws: WebSocket, php: PhpEndpoint, who: { id: string; path: string; ip: string }, params: Iterable<readonly [string, string]>, batch: number, onGone: () => void): EventSession {
-    const base = encodePairs([...params].filter(([k]) => !PER_EVENT.has(k)));
+    const base = ownCopy(encodePairs([...params].filter(([k]) => !PER_EVENT.has(k))));
     const session = new EventSession(who.id, who.path, who.ip, base, batch, ws, this.#host);
     this.sessions.add(session);
     this.#released.set(session, onGone);

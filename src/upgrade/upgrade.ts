@@ -8,7 +8,8 @@
  * dispatcher (the daemon holds the websocket, the script runs per event).
  */
 import { randomBytes } from 'node:crypto';
-import type { IncomingMessage } from 'node:http';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
 import { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import fastifyWebsocket from '@fastify/websocket';
 import type { WebSocket } from 'ws';
@@ -281,6 +282,15 @@ export async function registerUpgrades(app: FastifyInstance, parts: UpgradeParts
     raw[kBinding] = binding;
   }
 
+  /** A closure of its own: one made in attach() would keep attach's whole scope (the binding) alive with it. */
+  const releaser = (slot: Slot) => (): void => slot.release();
+
+  /** ws has already sent the right close code (1002, 1007, 1009); one line, and the socket goes. */
+  function eventsSocketError(this: WebSocket, error: Error): void {
+    parts.log.info({ code: (error as NodeJS.ErrnoException).code, detail: error.message }, 'websocket protocol error from client');
+    this.terminate();
+  }
+
   function attach(socket: WebSocket, request: FastifyRequest): void {
     if ((request.raw as RawWithBinding)[kIdleProbe]) return holdIdle(socket);
     const raw = request.raw as RawWithBinding;
@@ -292,10 +302,14 @@ export async function registerUpgrades(app: FastifyInstance, parts: UpgradeParts
     binding.log.info({ path: request.raw.url, ip: binding.ip, protocol: binding.protocol || undefined, mode: binding.mode.mode }, 'websocket open');
     metrics.opened.inc();
     if (binding.mode.mode === 'events') {
-      const slot = binding.slot;
-      events.adopt(socket, binding.php, who, binding.params, binding.mode.batch, () => slot.release());
-      // An idle connection keeps only its session: the upgrade's request, params and PHP endpoint may go.
+      events.adopt(socket, binding.php, who, binding.params, binding.mode.batch, releaser(binding.slot));
+      // An idle connection keeps only its session. The upgrade's request, reply, logger and PHP endpoint
+      // would otherwise live as long as it: through the binding, through the ServerResponse Node left
+      // on the socket, and through the error listener @fastify/websocket closes over them with.
       delete raw[kBinding];
+      (raw.socket as Socket & { _httpMessage?: ServerResponse })._httpMessage?.detachSocket(raw.socket);
+      socket.removeAllListeners('error');
+      socket.on('error', eventsSocketError);
       return;
     }
     metrics.open.inc();
