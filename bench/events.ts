@@ -21,11 +21,13 @@
 import http from 'node:http';
 import WebSocket from 'ws';
 import { fcgiFetch } from '../src/fastcgi/fetch.ts';
-import { openFileLimit, pssKiB } from './lib/proc.ts';
+import { childPids, cpuSeconds, openFileLimit, pssKiB } from './lib/proc.ts';
 import { now, sleep, summarize } from './lib/stats.ts';
 import { startPool, startRaw, startWsfpm, WWW, type System } from './lib/systems.ts';
 import { stopAllChildren } from './lib/child.ts';
+import { readdirSync } from 'node:fs';
 import path from 'node:path';
+import { formatProfile, summarizeProfile } from './lib/profile.ts';
 
 const args = process.argv.slice(2).filter((a) => a !== 'events');
 const opt = (name: string, d: number): number => {
@@ -38,6 +40,8 @@ const ACTIVE = opt('active', 200);
 const SECONDS = opt('seconds', 10);
 const WORKERS = 16;
 const SESSIONS = 64;
+/** `--profile DIR`: the daemon runs under --cpu-prof, its profile summarised at the end. */
+const PROFILE_DIR = args.includes('--profile') ? args[args.indexOf('--profile') + 1] ?? '' : '';
 /** Above php-fpm's listen.backlog (64 in FpmPool) a burst of opens gets EAGAIN, which is a 503 (as in the hold scenario). */
 const OPEN_CONCURRENCY = 50;
 
@@ -138,7 +142,7 @@ async function main(): Promise<void> {
   console.log(`events bench: ${N} idle connections (open files: soft ${limit.soft}, hard ${limit.hard}), ${ACTIVE} active for ${SECONDS} s, php-fpm pool of ${WORKERS}`);
   const pool = await startPool(WORKERS);
   const token = 'bench-control-token-0123456789';
-  const wsfpm = await startWsfpm(pool, { maxConnections: 64, flags: { maxEventConnections: String(N + ACTIVE + 10), maxPerIp: String(N + ACTIVE + 10), eventConcurrency: String(WORKERS), pingInterval: '0', controlToken: token, logLevel: 'silent' } });
+  const wsfpm = await startWsfpm(pool, { maxConnections: 64, nodeFlags: PROFILE_DIR ? ['--cpu-prof', '--cpu-prof-dir', PROFILE_DIR] : [], flags: { maxEventConnections: String(N + ACTIVE + 10), maxPerIp: String(N + ACTIVE + 10), eventConcurrency: String(WORKERS), pingInterval: '0', controlToken: token, logLevel: 'silent' } });
   const raw = await startRaw();
   const results: Record<string, unknown> = {};
   try {
@@ -168,7 +172,13 @@ async function main(): Promise<void> {
     const after = await memory(wsfpm);
     const control = (await wsfpm.child.request('stats')) as { connections: number };
     const reach = await reachAll(opened.sockets, () => void controlPublish(wsfpm.child.control, token, 'all', 'hello everyone'));
+    // Where the CPU of an event goes: the daemon, or php-fpm (master and workers).
+    const fpmPids = (): number[] => (pool.pid ? [pool.pid, ...childPids(pool.pid)] : []);
+    const cpu = (): { daemon: number; php: number } => ({ daemon: cpuSeconds(wsfpm.child.pid), php: fpmPids().reduce((s, p) => s + cpuSeconds(p), 0) });
+    const cpu0 = cpu();
     const echo = await echoLoad(url, cookies);
+    const cpu1 = cpu();
+    const events = echo.perSecond * SECONDS;
     for (const ws of opened.sockets) ws.terminate();
 
     Object.assign(results, {
@@ -179,11 +189,15 @@ async function main(): Promise<void> {
       kibPerIdleConnection: { wsfpm: perConnection(before, after, N), raw: perConnection(rawBefore, rawAfter, N) },
       publishToAllSeconds: { wsfpm: reach, raw: rawReach },
       messageEvents: { wsfpm: echo, raw: rawEcho },
+      cpuMsPerEvent: { daemon: ((cpu1.daemon - cpu0.daemon) * 1000) / events, php: ((cpu1.php - cpu0.php) * 1000) / events },
     });
     console.log(JSON.stringify(results, null, 2));
   } finally {
     await stopAllChildren();
     await pool.stop();
+  }
+  if (PROFILE_DIR) {
+    for (const f of readdirSync(PROFILE_DIR).filter((n) => n.endsWith('.cpuprofile'))) console.log(formatProfile(summarizeProfile(path.join(PROFILE_DIR, f), 30)));
   }
 }
 

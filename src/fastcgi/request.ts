@@ -67,7 +67,8 @@ export class FcgiRequest {
     this.#socket.on('data', (chunk: Buffer) => this.#onData(chunk));
     this.#socket.on('drain', () => this.#handlers.onDrain?.());
     this.#socket.on('error', (err: NodeJS.ErrnoException) => this.#onSocketError(err));
-    this.#socket.on('close', () => this.#finish(wsfpmError('WSFPM_ERR_PHP_DIED', 'php-fpm closed the connection without END_REQUEST')));
+    // The error is built only when it is one: every request's socket closes, and an Error captures a stack.
+    this.#socket.on('close', () => this.#done || this.#finish(wsfpmError('WSFPM_ERR_PHP_DIED', 'php-fpm closed the connection without END_REQUEST')));
     // Written before connect: net buffers it, and it reaches php-fpm as one burst.
     const paramBytes = Buffer.isBuffer(params) ? params : encodePairs(params);
     this.#socket.cork();
