@@ -11,7 +11,7 @@
  * also when a scenario fails or the run is interrupted.
  *
  * Scenarios: rtt, throughput, connect, fanout, proxy, hold (default: all);
- * `events` alone runs bench/events.ts (events mode at scale).
+ * `events` alone runs bench/events.ts (events mode at scale), `pusher` bench/pusher.ts.
  * See docs/performance.md for what each figure means.
  */
 import { mkdirSync, readdirSync, statSync, writeFileSync } from 'node:fs';
@@ -41,7 +41,7 @@ const USES_SHARED_POOL = new Set<Scenario>([...SHARED, 'proxy']);
 
 const USAGE = `usage: npm run bench -- [SCENARIO…] [FLAGS]
 
-scenarios: ${ORDER.join(', ')} (default: all, in that order); or events alone (bench/events.ts)
+scenarios: ${ORDER.join(', ')} (default: all, in that order); or events / pusher alone (bench/events.ts, bench/pusher.ts)
 
   --duration S        seconds measured per system for throughput (per message size) and fanout (default 10)
   --rounds N          alternating rounds per paired measurement, raw/wsfpm/wsfpm/raw… (default 2)
@@ -298,8 +298,10 @@ async function main(): Promise<void> {
   process.exitCode = failed ? 1 : 0;
 }
 
-// `events` is a run of its own (bench/events.ts): it needs the open-files budget of this whole process.
-const run = process.argv[2] === 'events' ? import('./events.ts').then(() => {}) : main();
+// `events` (bench/events.ts) and `pusher` (bench/pusher.ts) are runs of their own: events needs the
+// open-files budget of this whole process, and neither shares the scenarios' table.
+const own: Record<string, () => Promise<unknown>> = { events: () => import('./events.ts'), pusher: () => import('./pusher.ts') };
+const run = own[process.argv[2] ?? ''] ? own[process.argv[2]!]!().then(() => {}) : main();
 run.catch(async (err: unknown) => {
   process.stderr.write(`bench failed: ${(err as Error).stack ?? err}\n`);
   await stopAllChildren().catch(() => {});
