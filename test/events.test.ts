@@ -10,6 +10,7 @@ import { after, before, describe, it } from 'node:test';
 import { fcgiFetch } from '../src/fastcgi/fetch.ts';
 import { FcgiRequest } from '../src/fastcgi/request.ts';
 import { type Member } from '../src/hub/hub.ts';
+import { RedisServer } from './helpers/redis.ts';
 import { FIXTURES, open, refusal, sleep, startDaemon, startHarness, startPool, withTimeout, type Client, type Harness } from './helpers/harness.ts';
 
 /** Watches a channel from inside the daemon's own hub: what the close events publish. */
@@ -285,6 +286,33 @@ describe('events mode under faults', () => {
     } finally {
       await h.close();
       await pool.stop();
+    }
+  });
+});
+
+describe('events mode across two daemons on redis-server', () => {
+  it('a FORWARD subscription, a publish and a send by id reach events-mode connections on the other node', async () => {
+    const redis = await RedisServer.start();
+    const pool = await startPool(4);
+    const one = await startDaemon(pool, { redis: redis.url });
+    const two = await startDaemon(pool, { redis: redis.url });
+    try {
+      const a = await open(one.url('/ev-raw.php?room=hall'));
+      await a.text();
+      const b = await open(two.url('/ev-raw.php'));
+      await b.text();
+      const aId = String(one.daemon.hub.list().find((m) => m.path === '/ev-raw.php')?.id);
+      b.ws.send('pub|hall|across nodes');
+      assert.equal(await a.text(), 'across nodes');
+      b.ws.send(`send|${aId}|to you by id`);
+      assert.equal(await a.text(), 'to you by id');
+      for (const c of [a, b]) c.ws.close();
+      await Promise.all([a.closed, b.closed]);
+    } finally {
+      await one.close();
+      await two.close();
+      await pool.stop();
+      await redis.stop();
     }
   });
 });
