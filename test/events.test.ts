@@ -316,3 +316,42 @@ describe('events mode across two daemons on redis-server', () => {
     }
   });
 });
+
+describe('events mode through the PHP library (Wsfpm\\Event) and the daemon', () => {
+  let h: Harness;
+  let closed: string[];
+  before(async () => {
+    h = await startHarness({}, 2);
+    closed = watch(h, 'ev:closed');
+  });
+  after(async () => h.close());
+
+  it('an echo with its counter in meta, batched, and the close event seeing the last meta', async () => {
+    const c = await open(h.url('/ev-echo.php?batch=4'));
+    assert.equal(await c.text(), 'hello stranger');
+    for (let i = 0; i < 50; i++) c.ws.send(`m${i}`);
+    for (let i = 0; i < 50; i++) assert.equal(await c.text(), `#${i + 1} m${i}`);
+    c.ws.send('meta');
+    assert.deepEqual(JSON.parse(await c.text()), { n: 51 });
+    c.ws.close(4000, 'done');
+    await until('the close event', () => closed.some((l) => l.includes('"code":4000')));
+    const report = JSON.parse(closed.find((l) => l.includes('"code":4000'))!) as { reason: string; n: number };
+    assert.equal(report.reason, 'done');
+    assert.equal(report.n, 51);
+  });
+
+  it('a fatal error or an uncaught exception after queueing a send and a publish: neither applies, 1011', async () => {
+    for (const what of ['fatal', 'throw']) {
+      const before = closed.length;
+      const c = await open(h.url('/ev-fatal.php'));
+      c.ws.send('ok');
+      assert.equal(await c.text(), 'ok');
+      c.ws.send(what);
+      assert.equal((await c.closed).code, 1011);
+      assert.equal(c.messages.length, 0, `${what}: the queued send was not applied`);
+      await until('the close event', () => closed.length > before);
+      assert.ok(!closed.includes('must never arrive'), `${what}: the queued publish was not applied`);
+      assert.ok(!h.logs.some((l) => JSON.stringify(l).includes('boom secret') && l.msg !== 'PHP wrote to stderr'), 'the exception text only in the stderr line');
+    }
+  });
+});
