@@ -70,7 +70,7 @@ export const DEFAULTS = Object.freeze({
   allowOrigins: '',
   /** Bound websocket connections (each holds a php-fpm worker) at most; further upgrades get 503. Sizes a managed pool. */
   maxConnections: 1_000,
-  /** Events-mode connections at most (held by the daemon, no worker each); further ones get 503. Each needs a file descriptor: raise `ulimit -n` to match. */
+  /** Events-mode connections at most, and Pusher-protocol ones counted apart (held by the daemon, no worker each); further ones get 503 (Pusher: 4004). Each needs a file descriptor: raise `ulimit -n` to match. */
   maxEventConnections: 10_000,
   /** Event requests (events mode) running at once across all connections; leave the pool room for pages. */
   eventConcurrency: 8,

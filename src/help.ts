@@ -37,7 +37,7 @@ export const HELP: Record<keyof typeof DEFAULTS, string> = {
   trustProxy: 'proxies whose X-Forwarded-* headers are believed: IPs or CIDRs ("" trusts none)',
   allowOrigins: 'origins allowed besides the same host, comma-separated (* for any)',
   maxConnections: 'bound websocket connections at most (each holds a php-fpm worker; sizes a managed pool); more get 503',
-  maxEventConnections: 'events-mode connections at most (no worker each; one file descriptor each); more get 503',
+  maxEventConnections: 'events-mode connections at most, and Pusher ones apart (no worker each; one file descriptor each); more get 503 (Pusher: 4004)',
   eventConcurrency: 'events mode: event requests running at once, all connections together (leave the pool room for pages)',
   eventTimeout: 'events mode: how long one event may take from queued to answered, ms; then close 1011',
   eventQueue: 'events mode: client messages queued per connection while its event runs; beyond, its socket is paused',

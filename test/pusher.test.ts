@@ -477,3 +477,22 @@ describe('restarts', () => {
     }
   });
 });
+
+describe('Pusher connections and the connection limits', () => {
+  it('count against --max-event-connections (they hold no worker), not --max-connections: over it, pusher:error 4004', async () => {
+    const small = await startHarness({ pusherApps: APPS, maxConnections: '1', maxEventConnections: '2' }, 2);
+    const mine: Pusher[] = [];
+    try {
+      // Two Pusher connections although --max-connections is 1: that limit is the bound connections'.
+      await connectPusher(small.port, 'alice', KEY, mine);
+      await connectPusher(small.port, 'bob', KEY, mine);
+      const p = new Pusher(KEY, { cluster: 'mt1', wsHost: '127.0.0.1', wsPort: small.port, forceTLS: false, enabledTransports: ['ws'], disableStats: true } as ConstructorParameters<typeof Pusher>[1]);
+      mine.push(p);
+      const error = await withTimeout(new Promise<{ error?: { data?: { code?: number } } }>((resolve) => p.connection.bind('error', resolve)), 10_000, 'error event');
+      assert.equal(error.error?.data?.code, 4004);
+    } finally {
+      for (const c of mine) c.disconnect();
+      await small.close();
+    }
+  });
+});

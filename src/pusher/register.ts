@@ -86,7 +86,8 @@ export async function registerPusher(app: FastifyInstance, options: PusherOption
       if (query.protocol === undefined) return refuseConnection(ws, 'WSFPM_ERR_PUSHER_NO_PROTOCOL', 'no ?protocol=', refusalLog, observer);
       if (!SUPPORTED_PROTOCOLS.has(String(query.protocol))) return refuseConnection(ws, 'WSFPM_ERR_PUSHER_PROTOCOL_VERSION', `protocol ${String(query.protocol).slice(0, 16)}; 5 to 7 are spoken`, refusalLog, observer);
       const fromIp = perIp.get(ip) ?? 0;
-      if (open >= config.maxConnections) return refuseConnection(ws, 'WSFPM_ERR_PUSHER_OVER_QUOTA', `${open} open (--max-connections)`, refusalLog, observer);
+      // Like an events-mode connection, a Pusher one holds no worker: the larger limit of those applies.
+      if (open >= config.maxEventConnections) return refuseConnection(ws, 'WSFPM_ERR_PUSHER_OVER_QUOTA', `${open} open (--max-event-connections)`, refusalLog, observer);
       if (fromIp >= config.maxPerIp) return refuseConnection(ws, 'WSFPM_ERR_PUSHER_OVER_QUOTA', `${fromIp} open from ${ip} (--max-per-ip)`, refusalLog, observer);
       open++;
       perIp.set(ip, fromIp + 1);
