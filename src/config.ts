@@ -48,6 +48,8 @@ export interface Config {
   /** Pusher protocol apps; empty: the Pusher face is off. */
   pusherApps: readonly PusherApp[];
   maxChannels: number;
+  historySize: number;
+  historyTtl: number;
   redis: string;
   maxConnections: number;
   maxPerIp: number;
@@ -78,7 +80,7 @@ function address(raw: string, listen = false): FpmAddress {
 const EMPTY_MEANS_NONE = new Set<Key>(['index', 'routes', 'allowOrigins', 'trustProxy', 'fpmStatus', 'fpmUser', 'fpmInherit', 'control', 'controlToken', 'doctorToken', 'pusherApps', 'redis', 'upstream', 'wsPaths', 'tlsCert', 'tlsKey']);
 const SECRET_KEYS = new Set<Key>(['controlToken', 'doctorToken', 'pusherApps']);
 const SIZE_KEYS = new Set<Key>(['maxMessage', 'highWater', 'maxRejectBody', 'maxHeaderBlock', 'maxMeta']);
-const TIME_KEYS = new Set<Key>(['handshakeTimeout', 'pingInterval', 'closeGrace', 'requestTimeout', 'drainTimeout', 'stallTimeout', 'upstreamTimeout', 'eventTimeout']);
+const TIME_KEYS = new Set<Key>(['handshakeTimeout', 'pingInterval', 'closeGrace', 'requestTimeout', 'drainTimeout', 'stallTimeout', 'upstreamTimeout', 'eventTimeout', 'historyTtl']);
 
 export const flagName = (key: string): string => '--' + key.replace(/[A-Z]/g, (c) => '-' + c.toLowerCase());
 export const envName = (key: string): string => 'WSFPM_' + key.replace(/[A-Z]/g, (c) => '_' + c).toUpperCase();
@@ -232,6 +234,8 @@ export function buildConfig(flags: Record<string, string>, env: NodeJS.ProcessEn
     doctorToken: get('doctorToken', parseToken),
     pusherApps: get('pusherApps', parsePusherApps),
     maxChannels: num('maxChannels'),
+    historySize: num('historySize'),
+    historyTtl: num('historyTtl'),
     redis: get('redis', (raw) => {
       if (raw && !/^rediss?:\/\/[^\s]+$/.test(raw)) throw new Error('expected redis://HOST:PORT[/DB] or rediss://…');
       return raw;

@@ -64,6 +64,10 @@ export const DEFAULTS = Object.freeze({
   pusherApps: '',
   /** Channel subscriptions one connection may hold. */
   maxChannels: 100,
+  /** Messages a channel keeps for clients that reconnect (only channels a subscription asked history of); 0 turns history off. */
+  historySize: 100,
+  /** How long a channel's messages are kept for resuming, and how long the channel keeps history after its last history subscription, ms. */
+  historyTtl: 300_000,
   /** Proxies whose X-Forwarded-For/-Host/-Proto are believed: IPs or CIDR ranges, comma-separated; empty trusts none. */
   trustProxy: '127.0.0.1,::1',
   /** Origins allowed besides the request's own host, comma-separated; `*` allows any. */
@@ -111,6 +115,8 @@ export const BOUNDS: Readonly<Record<string, readonly [number, number]>> = Objec
   stallTimeout: [1_000, 3_600_000],
   maxConnections: [1, 1_000_000],
   maxChannels: [1, 100_000],
+  historySize: [0, 10_000],
+  historyTtl: [1_000, 86_400_000],
   maxPerIp: [1, 1_000_000],
   maxEventConnections: [1, 10_000_000],
   eventConcurrency: [1, 4_096],

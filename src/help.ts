@@ -33,6 +33,8 @@ export const HELP: Record<keyof typeof DEFAULTS, string> = {
   doctorToken: 'token for wsfpm doctor --token: with it /.wsfpm-doctor also tells the version, --trust-proxy, ping interval and the proxy\'s address (at least 16 characters; "": to nobody)',
   pusherApps: 'Pusher protocol apps ID:KEY:SECRET[:client-events[=N]][:webhook=/script.php], comma-separated: pusher-js/laravel-echo on /app/KEY, the HTTP API on /apps/ID/ ("": off)',
   maxChannels: 'channel subscriptions one connection may hold',
+  historySize: 'messages a channel keeps for reconnecting clients, for channels subscribed with history (0: history off)',
+  historyTtl: 'how long a channel\'s messages are kept for resuming, and its history after the last history subscription, ms',
   redis: 'Redis URL shared by several wsfpm nodes (channels, presence, sends by id); "" for one node',
   trustProxy: 'proxies whose X-Forwarded-* headers are believed: IPs or CIDRs ("" trusts none)',
   allowOrigins: 'origins allowed besides the same host, comma-separated (* for any)',

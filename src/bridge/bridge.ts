@@ -27,6 +27,7 @@ import type { WebSocket, RawData } from 'ws';
 import { FrameType, closePayload, parseClosePayload, FrameError, type Frame } from '../protocol/frames.ts';
 import { channelHead } from '../protocol/channel-frames.ts';
 import { type Hub, type Member } from '../hub/hub.ts';
+import { type Position } from '../hub/history.ts';
 import { handleHubFrame } from './hub-frames.ts';
 import { keepAlive } from './keepalive.ts';
 import { TokenBucket } from '../token-bucket.ts';
@@ -63,6 +64,8 @@ export interface BridgeIdentity {
   id: string;
   path: string;
   ip: string;
+  /** Where the client's history subscriptions resume (`wsfpm_resume`). */
+  resume?: Map<string, Position>;
 }
 
 export interface BridgeStats {

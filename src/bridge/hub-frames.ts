@@ -18,8 +18,8 @@ export interface HubFrameContext {
 export function handleHubFrame(frame: Frame, ctx: HubFrameContext): boolean {
   switch (frame.type) {
     case FrameType.Subscribe: {
-      const { channel, forward } = parseSubscribe(frame.payload);
-      if (!ctx.hub.subscribe(ctx.id, channel, forward)) throw new FrameError(`SUBSCRIBE ${channel}: over the limit of channels per connection`);
+      const { channel, forward, history } = parseSubscribe(frame.payload);
+      if (!ctx.hub.subscribe(ctx.id, channel, forward, history)) throw new FrameError(`SUBSCRIBE ${channel}: over the limit of channels per connection`);
       return true;
     }
     case FrameType.Unsubscribe:

@@ -12,7 +12,7 @@ import { ownCopy } from './own-copy.ts';
 export type Action =
   | { kind: 'send'; data: Buffer; binary: boolean }
   | { kind: 'close'; code: number; reason: string }
-  | { kind: 'subscribe'; channel: string; forward: boolean }
+  | { kind: 'subscribe'; channel: string; forward: boolean; history: boolean }
   | { kind: 'unsubscribe'; channel: string }
   | { kind: 'publish'; channel: string; data: Buffer; binary: boolean; excludeSelf: boolean }
   | { kind: 'sendTo'; id: string; data: Buffer; binary: boolean }

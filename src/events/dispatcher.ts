@@ -11,6 +11,7 @@ import { encodePairs } from '../fastcgi/records.ts';
 import { type PhpEndpoint } from '../bridge/php-endpoint.ts';
 import { FrameError, type Frame } from '../protocol/frames.ts';
 import { type Hub } from '../hub/hub.ts';
+import { type BridgeIdentity } from '../bridge/bridge.ts';
 import { wsfpmError, WsfpmError } from '../errors.ts';
 import { type Log } from '../log.ts';
 import { parseActions } from './actions.ts';
@@ -89,9 +90,9 @@ export class EventDispatcher {
    * when it ends. `params` are the upgrade's; `onGone` runs once the close
    * event is over.
    */
-  adopt(ws: WebSocket, php: PhpEndpoint, who: { id: string; path: string; ip: string }, params: Iterable<readonly [string, string]>, batch: number, onGone: () => void): EventSession {
+  adopt(ws: WebSocket, php: PhpEndpoint, who: BridgeIdentity, params: Iterable<readonly [string, string]>, batch: number, onGone: () => void): EventSession {
     const base = ownCopy(encodePairs([...params].filter(([k]) => !PER_EVENT.has(k))));
-    const session = new EventSession(who.id, who.path, who.ip, base, batch, ws, this.#host);
+    const session = new EventSession(who.id, who.path, who.ip, base, batch, ws, this.#host, who.resume);
     this.sessions.add(session);
     this.#released.set(session, onGone);
     const started = Date.now();

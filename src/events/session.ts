@@ -20,6 +20,7 @@ import { truncateReason } from '../bridge/bridge.ts';
 import { TokenBucket } from '../token-bucket.ts';
 import { type Hub, type Member } from '../hub/hub.ts';
 import { type Action } from './actions.ts';
+import { type Position } from '../hub/history.ts';
 import { ERRORS, wsfpmError, type WsfpmError } from '../errors.ts';
 
 /** What a session needs of its dispatcher. */
@@ -80,6 +81,8 @@ export class EventSession implements Member {
     readonly batch: number,
     readonly ws: WebSocket,
     private readonly host: SessionHost,
+    /** Where the client's history subscriptions resume (`wsfpm_resume`). */
+    readonly resume?: Map<string, Position>,
   ) {
     this.#bucket = new TokenBucket(host.limits().messageRate);
     ws.on('message', (data: RawData, isBinary: boolean) => this.#onMessage(data as Buffer, isBinary));
@@ -144,7 +147,7 @@ export class EventSession implements Member {
           if (self) this.close(a.code, a.reason);
           break;
         case 'subscribe':
-          if (self && this.#wsOpen) this.host.hub.subscribe(this.id, a.channel, a.forward);
+          if (self && this.#wsOpen) this.host.hub.subscribe(this.id, a.channel, a.forward, a.history);
           break;
         case 'unsubscribe':
           if (self) this.host.hub.unsubscribe(this.id, a.channel);

@@ -7,7 +7,17 @@
  * Delivery never blocks and never queues without bound: a member that cannot
  * keep up is closed by its own `deliver*` (1013), and the publisher is told
  * how many members the message reached.
+ *
+ * History (docs/protocol.md, "History and resume"): a FORWARD subscription
+ * with HISTORY gets every message in an envelope with its offset and epoch,
+ * and, when its client named a resume position for the channel, what it
+ * missed first. Per such subscription, offsets only go up: a message the
+ * recovery already delivered is not delivered again live, and live messages
+ * that arrive while a (Redis) recovery is under way wait behind it.
  */
+import { type HistoryStore, type Position } from './history.ts';
+import { messageEnvelope, noticeEnvelope } from './envelope.ts';
+
 
 export interface Member {
   readonly id: string;
@@ -20,6 +30,18 @@ export interface Member {
   /** A message straight to this connection's client. False if not delivered. */
   deliverDirect(data: Buffer, binary: boolean): boolean;
   close(code: number, reason: string): void;
+  /** Positions the client named to resume from (`wsfpm_resume`), each used by the first history SUBSCRIBE of its channel. */
+  readonly resume?: Map<string, Position>;
+}
+
+interface Subscription {
+  forward: boolean;
+  /** FORWARD with HISTORY: envelopes, offsets, recovery. */
+  history: boolean;
+  /** The last offset delivered (and its epoch), so nothing is delivered twice. */
+  last: Position | null;
+  /** Live messages held while the recovery runs; null once it is done. */
+  pending: { position: Position | null; envelope: Buffer }[] | null;
 }
 
 /** Cross-node delivery and registry (Redis); the hub alone is one node. */
@@ -48,9 +70,11 @@ export interface MemberInfo {
 }
 
 export class Hub {
-  readonly #members = new Map<string, { member: Member; channels: Map<string, boolean> }>();
+  readonly #members = new Map<string, { member: Member; channels: Map<string, Subscription> }>();
   readonly #channels = new Map<string, Set<string>>();
   broker: Broker | null = null;
+  /** Where channel history lives; null when --history-size is 0. */
+  history: HistoryStore | null = null;
 
   constructor(private readonly maxChannelsPerMember: number) {}
 
@@ -72,15 +96,20 @@ export class Hub {
   }
 
   /** False when the member already holds the maximum number of subscriptions. */
-  subscribe(id: string, channel: string, forward: boolean): boolean {
+  subscribe(id: string, channel: string, forward: boolean, history = false): boolean {
     const entry = this.#members.get(id);
     if (!entry) return false;
     if (!entry.channels.has(channel) && entry.channels.size >= this.maxChannelsPerMember) return false;
-    entry.channels.set(channel, forward);
+    const withHistory = history && forward && this.history !== null;
+    const before = entry.channels.get(channel);
+    // A repeated history SUBSCRIBE keeps its place in the channel: a new recovery would replay from the start.
+    const fresh = before?.history && withHistory ? null : { forward, history: withHistory, last: null, pending: withHistory ? [] : null };
+    if (fresh) entry.channels.set(channel, fresh);
     let set = this.#channels.get(channel);
     if (!set) this.#channels.set(channel, (set = new Set()));
     set.add(id);
     this.broker?.joined(channel, id);
+    if (fresh?.history) this.#recover(entry.member, channel, fresh);
     return true;
   }
 
@@ -90,24 +119,88 @@ export class Hub {
     this.broker?.left(channel, id);
   }
 
-  /** Delivers to this node's subscribers and hands the message to the broker for the others. */
+  /**
+   * Delivers to this node's subscribers and hands the message to the broker for the others.
+   * A channel that keeps history first gets the message's offset from the store (with Redis,
+   * which carries it to the other nodes too); the count is then of the members it will reach.
+   */
   publish(channel: string, data: Buffer, binary: boolean, excludeId: string | null = null): number {
-    this.broker?.publish(channel, data, binary, excludeId);
-    return this.publishLocal(channel, data, binary, excludeId);
+    const store = this.history;
+    if (store && this.#historySubscribers(channel)) store.touch(channel);
+    if (!store?.keeps(channel)) {
+      this.broker?.publish(channel, data, binary, excludeId);
+      return this.publishLocal(channel, data, binary, excludeId);
+    }
+    store.append(channel, data, binary, excludeId, (position) => {
+      // Unrecorded (Redis unreachable): this node's subscribers still get it, without an offset.
+      this.publishLocal(channel, data, binary, excludeId, position);
+    });
+    return [...(this.#channels.get(channel) ?? [])].filter((id) => id !== excludeId).length;
   }
 
-  publishLocal(channel: string, data: Buffer, binary: boolean, excludeId: string | null): number {
+  publishLocal(channel: string, data: Buffer, binary: boolean, excludeId: string | null, position: Position | null = null): number {
     const ids = this.#channels.get(channel);
     if (!ids) return 0;
     let reached = 0;
+    let envelope: Buffer | null = null;
     // No snapshot needed: a member a delivery closes leaves the set later, on its close event
     // (and a Set skips entries deleted while it is iterated anyway).
     for (const id of ids) {
       if (id === excludeId) continue;
       const entry = this.#members.get(id);
-      if (entry && entry.member.deliverChannel(channel, data, binary, entry.channels.get(channel) ?? false)) reached++;
+      const sub = entry?.channels.get(channel);
+      if (!entry || !sub) continue;
+      if (!sub.history) {
+        if (entry.member.deliverChannel(channel, data, binary, sub.forward)) reached++;
+        continue;
+      }
+      envelope ??= messageEnvelope(channel, position, data, binary);
+      if (sub.pending) {
+        sub.pending.push({ position, envelope });
+        reached++;
+      } else if (this.#deliverHistoric(entry.member, sub, position, envelope)) reached++;
     }
     return reached;
+  }
+
+  /** One envelope to a history subscription, unless its offset was delivered already. */
+  #deliverHistoric(member: Member, sub: Subscription, position: Position | null, envelope: Buffer): boolean {
+    if (position && sub.last && position.epoch === sub.last.epoch && position.offset <= sub.last.offset) return false;
+    if (position) sub.last = position;
+    return member.deliverDirect(envelope, false);
+  }
+
+  /** Starts a history subscription: what its client missed (or lost), then the live messages that waited. */
+  #recover(member: Member, channel: string, sub: Subscription): void {
+    const since = member.resume?.get(channel) ?? null;
+    member.resume?.delete(channel);
+    this.history!.recover(channel, since, (r) => {
+      // Unsubscribed, resubscribed or gone while Redis answered: that subscription's own recovery decides.
+      if (this.#members.get(member.id)?.channels.get(channel) !== sub) return;
+      const top = { epoch: r.epoch, offset: r.offset };
+      if (since && !r.lost) {
+        for (const e of r.entries) this.#deliverHistoric(member, sub, { epoch: r.epoch, offset: e.offset }, messageEnvelope(channel, { epoch: r.epoch, offset: e.offset }, e.data, e.binary));
+        sub.last = top;
+        member.deliverDirect(noticeEnvelope('recovered', channel, top, r.entries.length), false);
+      } else {
+        sub.last = top;
+        member.deliverDirect(noticeEnvelope(since ? 'lost' : 'subscribed', channel, top), false);
+      }
+      const waiting = sub.pending ?? [];
+      sub.pending = null;
+      for (const w of waiting) this.#deliverHistoric(member, sub, w.position, w.envelope);
+    });
+  }
+
+  #historySubscribers(channel: string): boolean {
+    for (const id of this.#channels.get(channel) ?? []) if (this.#members.get(id)?.channels.get(channel)?.history) return true;
+    return false;
+  }
+
+  /** Keeps the history of channels that still have a history subscription here (the store's ttl counts from the last one). */
+  touchHistory(): void {
+    if (!this.history) return;
+    for (const channel of this.#channels.keys()) if (this.#historySubscribers(channel)) this.history.touch(channel);
   }
 
   /** To a connection here, or (fire and forget) through the broker to the node holding it. */

@@ -7,6 +7,8 @@ import { FrameError } from './frames.ts';
 
 export const FLAG_BINARY = 0x01;
 export const FLAG_FORWARD = 0x01;
+/** SUBSCRIBE: with FORWARD, the channel keeps history and this client gets envelopes it can resume from. */
+export const FLAG_HISTORY = 0x02;
 export const FLAG_EXCLUDE_SELF = 0x02;
 export const MIN_TIMER_MS = 10;
 
@@ -23,9 +25,9 @@ function channelName(raw: string): string {
   return raw;
 }
 
-export function parseSubscribe(p: Buffer): { channel: string; forward: boolean } {
+export function parseSubscribe(p: Buffer): { channel: string; forward: boolean; history: boolean } {
   if (p.length < 2) throw new FrameError('SUBSCRIBE payload too short');
-  return { forward: (p[0]! & FLAG_FORWARD) !== 0, channel: channelName(p.toString('latin1', 1)) };
+  return { forward: (p[0]! & FLAG_FORWARD) !== 0, history: (p[0]! & FLAG_HISTORY) !== 0, channel: channelName(p.toString('latin1', 1)) };
 }
 
 export function parseUnsubscribe(p: Buffer): string {

@@ -11,6 +11,7 @@ import Fastify, { LogController, type FastifyInstance } from 'fastify';
 import { Metrics } from '../metrics.ts';
 import { type FpmAddress } from '../fastcgi/address.ts';
 import { readPoolStatus } from '../fpm/status.ts';
+import { keepHistory } from '../hub/history-keeper.ts';
 import { RELOADABLE, sameSetting } from './reload.ts';
 import { ManagedFpm } from '../fpm/supervisor.ts';
 import { startControl } from '../control/server.ts';
@@ -66,6 +67,8 @@ export async function createDaemon(config: Config, logStream?: { write(line: str
   const hub = new Hub(config.maxChannels);
   const broker = config.redis ? await RedisBroker.start(config.redis, hub, log) : null;
   if (broker) app.addHook('onClose', async () => broker.stop());
+  const stopHistory = keepHistory(hub, { size: config.historySize, ttl: config.historyTtl }, null);
+  app.addHook('onClose', async () => stopHistory());
   const controlToken = config.controlToken || randomBytes(24).toString('hex');
   let fpmStatus = config.fpmStatus;
   const metrics = new Metrics(

@@ -21,7 +21,8 @@ import { poolIsFull } from '../fpm/status.ts';
 import { type Hub } from '../hub/hub.ts';
 import { type Metrics } from '../metrics.ts';
 import { type Config } from '../config.ts';
-import { wsfpmError, WsfpmError } from '../errors.ts';
+import { ERRORS, wsfpmError, WsfpmError } from '../errors.ts';
+import { parseResume } from '../hub/envelope.ts';
 import { type Log } from '../log.ts';
 import { VERSION } from '../version.ts';
 import { type OpenMode } from '../protocol/event-frames.ts';
@@ -298,7 +299,10 @@ export async function registerUpgrades(app: FastifyInstance, parts: UpgradeParts
     // From here the bridge or the session owns the close; the listener would also keep the binding alive.
     raw.socket.off('close', binding.onGone);
     const path = (request.raw.url ?? '/').split('?')[0]!;
-    const who = { id: binding.id, path, ip: binding.ip };
+    // A malformed resume position costs only its channel's recovery: that channel starts afresh (one line, no close).
+    const { positions: resume, rejected } = parseResume(request.raw.url ?? '/', config().maxChannels);
+    if (rejected.length > 0) binding.log.warn({ code: 'WSFPM_ERR_BAD_RESUME', rejected }, `${ERRORS.WSFPM_ERR_BAD_RESUME.message}; ignored`);
+    const who = { id: binding.id, path, ip: binding.ip, resume };
     binding.log.info({ path: request.raw.url, ip: binding.ip, protocol: binding.protocol || undefined, mode: binding.mode.mode }, 'websocket open');
     metrics.opened.inc();
     if (binding.mode.mode === 'events') {
