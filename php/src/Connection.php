@@ -237,12 +237,15 @@ final class Connection
      * them straight to this connection's client (as text or binary messages)
      * and the script never sees them: the cheapest way to fan out a room.
      * Subscribing again to the same channel changes $forward.
+     * With $history (and $forward) the channel keeps its last messages and
+     * the client gets each in a JSON envelope with its offset, so the browser
+     * module (client/wsfpm.js) resumes after a reconnect without losing one.
      *
      * @throws Exception for an invalid channel name or a closed connection
      */
-    public function subscribe(string $channel, bool $forward = false): void
+    public function subscribe(string $channel, bool $forward = false, bool $history = false): void
     {
-        $this->writeFrame(Frame::SUBSCRIBE, Frame::subscribePayload($channel, $forward));
+        $this->writeFrame(Frame::SUBSCRIBE, Frame::subscribePayload($channel, $forward, $history));
         $this->subscriptions[$channel] = $forward;
     }
 

@@ -173,11 +173,13 @@ final class Event
 
     /**
      * Join a channel. With $forward its messages go straight to the client;
-     * without, each one is a message event with $channel set.
+     * without, each one is a message event with $channel set. With $history
+     * (and $forward) the client can resume it after a reconnect, as for
+     * Connection::subscribe().
      */
-    public function subscribe(string $channel, bool $forward = false): void
+    public function subscribe(string $channel, bool $forward = false, bool $history = false): void
     {
-        $this->response->queue(Frame::SUBSCRIBE, Frame::subscribePayload($channel, $forward), true);
+        $this->response->queue(Frame::SUBSCRIBE, Frame::subscribePayload($channel, $forward, $history), true);
     }
 
     public function unsubscribe(string $channel): void

@@ -35,6 +35,8 @@ final class Frame
 
     /** SUBSCRIBE flag: the channel's messages go straight to the client, not to PHP. */
     public const FLAG_FORWARD = 0x01;
+    /** SUBSCRIBE with FORWARD: the channel keeps history and the client gets envelopes it can resume from. */
+    public const FLAG_HISTORY = 0x02;
 
     /** PUBLISH, SEND and CHANNEL flag: the message is binary. */
     public const FLAG_BINARY = 0x01;
@@ -205,10 +207,13 @@ final class Frame
         }
     }
 
-    public static function subscribePayload(string $channel, bool $forward = false): string
+    public static function subscribePayload(string $channel, bool $forward = false, bool $history = false): string
     {
         self::assertChannel($channel);
-        return chr($forward ? self::FLAG_FORWARD : 0) . $channel;
+        if ($history && !$forward) {
+            throw new Exception('history: true needs forward: true (history is what a browser resumes from)');
+        }
+        return chr(($forward ? self::FLAG_FORWARD : 0) | ($history ? self::FLAG_HISTORY : 0)) . $channel;
     }
 
     public static function unsubscribePayload(string $channel): string

@@ -608,6 +608,8 @@ test('channel frame constants match the protocol', function (): void {
 test('SUBSCRIBE: flags(1) channel', function (): void {
     same("\x10\x00\x00\x00\x07\x00room:1", Frame::encode(Frame::SUBSCRIBE, Frame::subscribePayload('room:1')));
     same("\x10\x00\x00\x00\x07\x01room:1", Frame::encode(Frame::SUBSCRIBE, Frame::subscribePayload('room:1', true)));
+    same("\x10\x00\x00\x00\x07\x03room:1", Frame::encode(Frame::SUBSCRIBE, Frame::subscribePayload('room:1', forward: true, history: true)));
+    throws(fn () => Frame::subscribePayload('room:1', false, true), 'needs forward');
 });
 
 test('UNSUBSCRIBE: channel', function (): void {
