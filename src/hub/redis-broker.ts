@@ -11,6 +11,10 @@
  *   node refreshes `wsfpm:node:<node>` (TTL 30 s); entries of a node that
  *   stopped refreshing are not counted.
  *
+ * - History (redis-history.ts): channel history in Redis; a publish on a
+ *   channel that keeps it is ordered by a script that also carries it on the
+ *   bus with its offset and epoch (`o`, `e`).
+ *
  * Redis down: commands fail fast (no offline queue: late chat messages are
  * worse than none), local delivery continues, the failure is logged once
  * per outage; on reconnect the node writes its registry entries again.
@@ -18,6 +22,9 @@
 import { randomBytes } from 'node:crypto';
 import { Redis } from 'ioredis';
 import { type Broker, type Hub } from './hub.ts';
+import { type HistoryLimits } from './history.ts';
+import { newEpoch, type HistorySource } from './history-keeper.ts';
+import { RedisHistory } from './redis-history.ts';
 import { type Log } from '../log.ts';
 
 const BUS = 'wsfpm:bus';
@@ -28,7 +35,8 @@ const HEARTBEAT_MS = 10_000;
 const NODE_TTL_S = 30;
 
 type Head =
-  | { k: 'pub'; n: string; c: string; b: boolean; x: string | null }
+  | { k: 'pub'; n: string; c: string; b: boolean; x: string | null; o?: number; e?: string }
+  | { k: 'hist'; n: string; c: string; t: number }
   | { k: 'send'; n: string; id: string; b: boolean }
   | { k: 'close'; n: string; id: string; code: number; reason: string };
 
@@ -55,7 +63,7 @@ export interface BrokerState {
   failures: number;
 }
 
-export class RedisBroker implements Broker {
+export class RedisBroker implements Broker, HistorySource {
   readonly node = randomBytes(8).toString('hex');
   readonly state: BrokerState = { connected: false, failures: 0 };
   readonly #pub: Redis;
@@ -64,6 +72,7 @@ export class RedisBroker implements Broker {
   readonly #log: Log;
   #heartbeat: NodeJS.Timeout | null = null;
   #outage = false;
+  #history: RedisHistory | null = null;
 
   private constructor(url: string, hub: Hub, log: Log) {
     this.#hub = hub;
@@ -183,6 +192,18 @@ export class RedisBroker implements Broker {
     }
   }
 
+  /** Channel history in Redis (--history-size > 0). */
+  history(limits: HistoryLimits): RedisHistory {
+    this.#history = new RedisHistory(limits, {
+      redis: this.#pub,
+      bus: BUS,
+      histMessage: (c) => encode({ k: 'hist', n: this.node, c, t: limits.ttl }),
+      pubHeadPrefix: (c, b, x) => JSON.stringify({ k: 'pub', n: this.node, c, b, x }).slice(0, -1),
+    }, newEpoch);
+    if (this.state.connected) void this.#history.scan().catch(() => this.#down());
+    return this.#history;
+  }
+
   /** The client other shared state (Pusher presence) is kept with; its commands fail fast like the broker's own. */
   get redis(): Redis {
     return this.#pub;
@@ -200,7 +221,11 @@ export class RedisBroker implements Broker {
     const msg = decode(message);
     if (!msg || msg.head.n === this.node) return;
     const h = msg.head;
-    if (h.k === 'pub') this.#hub.publishLocal(h.c, msg.data, h.b, h.x);
+    if (h.k === 'pub' && h.o !== undefined && h.e !== undefined) {
+      this.#history?.learned(h.c, 1_000);
+      this.#hub.publishLocal(h.c, msg.data, h.b, h.x, { epoch: h.e, offset: h.o });
+    } else if (h.k === 'pub') this.#hub.publishLocal(h.c, msg.data, h.b, h.x);
+    else if (h.k === 'hist') this.#history?.learned(h.c, h.t);
     else if (h.k === 'send') this.#hub.sendLocal(h.id, msg.data, h.b);
     else if (h.k === 'close') this.#hub.closeLocal(h.id, h.code, h.reason);
   }
@@ -218,6 +243,7 @@ export class RedisBroker implements Broker {
         for (const c of info.channels) m.sadd(members(c), `${this.node}|${info.id}`);
       }
       await m.exec();
+      await this.#history?.scan();
       this.state.connected = true;
       if (this.#outage) this.#log.info({ code: 'WSFPM_BROKER_UP' }, 'Redis reachable again; cross-node delivery resumed');
       this.#outage = false;

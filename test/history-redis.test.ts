@@ -1,0 +1,118 @@
+/**
+ * History in a real redis-server shared by two daemons: a client that was
+ * on node one resumes on node two and gets what was published (on either
+ * node) while it was away; a flushed Redis makes a new epoch, so a client
+ * of the old one is told it lost history.
+ */
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { after, before, it } from 'node:test';
+import { open, sleep, startDaemon, startPool, type Client, type Harness } from './helpers/harness.ts';
+import { RedisServer } from './helpers/redis.ts';
+import type { FpmPool } from '../src/fpm/pool.ts';
+
+let redis: RedisServer;
+let pool: FpmPool;
+let one: Omit<Harness, 'pool'>;
+let two: Omit<Harness, 'pool'>;
+
+before(async () => {
+  redis = await RedisServer.start();
+  pool = await startPool(6);
+  one = await startDaemon(pool, { redis: redis.url });
+  two = await startDaemon(pool, { redis: redis.url });
+});
+after(async () => {
+  await one?.close();
+  await two?.close();
+  await pool?.stop();
+  await redis?.stop();
+});
+
+async function publish(h: Omit<Harness, 'pool'>, channel: string, data: string): Promise<void> {
+  const c = h.daemon.control!;
+  const res = await fetch(`http://${c.address.replace(/^tcp:/, '')}/publish`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${c.token}`, 'content-type': 'application/json' },
+    body: JSON.stringify({ channel, data }),
+  });
+  assert.equal(res.status, 200);
+}
+
+type Envelope = { wsfpm: string; channel: string; epoch: string; offset: number; data?: string; missed?: number };
+async function envelope(c: Client): Promise<Envelope> {
+  const text = await c.text();
+  assert.ok(text.startsWith('{"wsfpm":'), `an envelope, not ${text}`);
+  return JSON.parse(text) as Envelope;
+}
+
+/**
+ * Envelopes up to the subscription's notice. The script's own "ready" may come
+ * before them: with Redis the daemon answers the SUBSCRIBE when Redis has, and
+ * only the channel's own messages are ordered behind it.
+ */
+async function untilNotice(c: Client): Promise<{ got: Envelope[]; ready: boolean }> {
+  const got: Envelope[] = [];
+  let ready = false;
+  for (;;) {
+    const text = await c.text();
+    if (text === 'ready' && !ready) {
+      ready = true;
+      continue;
+    }
+    const e = JSON.parse(text) as Envelope;
+    got.push(e);
+    if (e.wsfpm !== 'message') return { got, ready };
+  }
+}
+
+/** Node two learns from the bus that the channel keeps history; wait until it has. */
+async function untilKept(h: Omit<Harness, 'pool'>, channel: string): Promise<void> {
+  for (let i = 0; i < 100 && !h.daemon.hub.history?.keeps(channel); i++) await sleep(20);
+  assert.equal(h.daemon.hub.history?.keeps(channel), true);
+}
+
+it('a client resumes on the other node: messages published on both nodes while it was away, in order, once', async () => {
+  const a = await open(one.url('/hist.php?room=deploy'));
+  const opened = await untilNotice(a);
+  const first = opened.got[0]!;
+  assert.equal(first.wsfpm, 'subscribed');
+  if (!opened.ready) assert.equal(await a.text(), 'ready');
+  await untilKept(two, 'deploy');
+  await publish(two, 'deploy', 'm1');
+  assert.deepEqual(await envelope(a), { wsfpm: 'message', channel: 'deploy', epoch: first.epoch, offset: 1, data: 'm1' });
+  a.ws.close();
+  await a.closed;
+
+  await publish(one, 'deploy', 'm2');
+  await publish(two, 'deploy', 'm3');
+  await publish(one, 'deploy', 'm4');
+  const b = await open(two.url(`/hist.php?room=deploy&wsfpm_resume=${first.epoch}.1.deploy`));
+  const { got, ready } = await untilNotice(b);
+  assert.deepEqual(got.map((e) => `${e.wsfpm} ${e.offset} ${e.data ?? ''}`), ['message 2 m2', 'message 3 m3', 'message 4 m4', 'recovered 4 ']);
+  assert.ok(got.every((e) => e.epoch === first.epoch));
+  if (!ready) assert.equal(await b.text(), 'ready');
+  await publish(one, 'deploy', 'm5');
+  assert.deepEqual(await envelope(b), { wsfpm: 'message', channel: 'deploy', epoch: first.epoch, offset: 5, data: 'm5' });
+  b.ws.close();
+  await b.closed;
+});
+
+it('a flushed Redis lost the history: a new epoch, and a client of the old one is told so', async () => {
+  const a = await open(one.url('/hist.php?room=flush'));
+  const opened = await untilNotice(a);
+  const first = opened.got[0]!;
+  if (!opened.ready) assert.equal(await a.text(), 'ready');
+  await publish(one, 'flush', 'x');
+  assert.equal((await envelope(a)).offset, 1);
+  a.ws.close();
+  await a.closed;
+  execFileSync('redis-cli', ['-p', String(redis.port), 'FLUSHALL']);
+  const b = await open(two.url(`/hist.php?room=flush&wsfpm_resume=${first.epoch}.1.flush`));
+  const lost = (await untilNotice(b)).got[0]!;
+  assert.equal(lost.wsfpm, 'lost');
+  assert.notEqual(lost.epoch, first.epoch);
+  assert.equal(lost.offset, 0);
+  b.ws.close();
+  await b.closed;
+});
