@@ -34,7 +34,7 @@ if (isset($_SERVER['WSFPM_PROTOCOL'])) {
     $me = ['id' => $ws->id(), 'name' => $name];
     $ws->send(event(['type' => 'welcome'] + $me));   // so the page knows which member it is
 
-    $ws->subscribe(ROOM, forward: true);     // room messages go to the browser without waking this script
+    $ws->subscribe(ROOM, forward: true, history: true);   // room messages go to the browser without waking this script; a reconnecting page gets what it missed
     $ws->subscribe(PRESENCE);                // presence messages come to this script, through receive()
     $ws->publish(PRESENCE, event(['type' => 'hello'] + $me), excludeSelf: true);
     $ws->publish(ROOM, event(['type' => 'join'] + $me));
@@ -136,7 +136,9 @@ $h = static fn (string $s): string => htmlspecialchars($s, ENT_QUOTES);
     <button id="send" disabled>Send</button>
   </form>
 </main>
-<script>
+<script type="module">
+  // wsfpm's browser module: reconnects with backoff and resumes the room where it left off.
+  import { connect } from '/.wsfpm/wsfpm.js';
   const log = document.getElementById('log');
   const members = document.getElementById('members');
   const status = document.getElementById('status');
@@ -166,48 +168,46 @@ $h = static fn (string $s): string => htmlspecialchars($s, ENT_QUOTES);
     }));
   }
 
-  let ws;
-  function connect() {
-    // The page's own URL, as a websocket: wsfpm sends the upgrade to this same script.
-    ws = new WebSocket(location.href.replace(/^http/, 'ws').replace(/[?#].*$/, ''));
-    ws.onopen = () => {
-      status.textContent = 'connected';
-      text.disabled = send.disabled = false;
-      text.focus();
-    };
-    ws.onmessage = (event) => {
-      const e = JSON.parse(event.data);
-      if (e.type === 'welcome') {
-        myId = e.id;
-        people.set(e.id, e.name);
-      } else if (e.type === 'join') {
-        people.set(e.id, e.name);
-        line([[null, e.id === myId ? 'You joined the room.' : e.name + ' joined.']], 'notice');
-      } else if (e.type === 'member') {
-        people.set(e.id, e.name);
-      } else if (e.type === 'leave') {
-        people.delete(e.id);
-        line([[null, e.name + ' left.']], 'notice');
-      } else if (e.type === 'message') {
-        line([['name', e.name], ['text', e.text]], e.name === <?= json_encode($name, JSON_HEX_TAG | JSON_HEX_AMP) ?> ? 'message mine' : 'message');
-      }
-      renderMembers();
-    };
-    ws.onclose = (event) => {
-      status.textContent = 'disconnected (' + event.code + '); reconnecting…';
-      text.disabled = send.disabled = true;
-      people.clear();
-      myId = null;
-      renderMembers();
-      setTimeout(connect, 2000);
-    };
-  }
-  connect();
+  // The page's own URL, as a websocket: wsfpm sends the upgrade to this same script.
+  const ws = connect(location.href.replace(/[?#].*$/, ''));
+  ws.onopen = () => {
+    status.textContent = 'connected';
+    text.disabled = send.disabled = false;
+    text.focus();
+  };
+  ws.onmessage = (data) => {
+    const e = JSON.parse(data);
+    if (e.type === 'welcome') {
+      myId = e.id;
+      people.set(e.id, e.name);
+    } else if (e.type === 'join') {
+      people.set(e.id, e.name);
+      line([[null, e.id === myId ? 'You joined the room.' : e.name + ' joined.']], 'notice');
+    } else if (e.type === 'member') {
+      people.set(e.id, e.name);
+    } else if (e.type === 'leave') {
+      people.delete(e.id);
+      line([[null, e.name + ' left.']], 'notice');
+    } else if (e.type === 'message') {
+      line([['name', e.name], ['text', e.text]], e.name === <?= json_encode($name, JSON_HEX_TAG | JSON_HEX_AMP) ?> ? 'message mine' : 'message');
+    }
+    renderMembers();
+  };
+  ws.onrecovered = (_channel, missed) => {
+    if (missed > 0) line([[null, 'Back: ' + missed + ' missed line(s) above.']], 'notice');
+  };
+  ws.onlost = () => line([[null, 'Reconnected; some lines may be missing (the room\'s history did not reach back far enough).']], 'notice');
+  ws.onclose = (event) => {
+    status.textContent = 'disconnected (' + event.code + '); reconnecting…';
+    text.disabled = send.disabled = true;
+    people.clear();
+    myId = null;
+    renderMembers();
+  };
 
   document.getElementById('say').addEventListener('submit', (event) => {
     event.preventDefault();
-    if (text.value.trim() === '' || ws.readyState !== WebSocket.OPEN) return;
-    ws.send(text.value);
+    if (text.value.trim() === '' || !ws.send(text.value)) return;
     text.value = '';
   });
 </script>

@@ -43,6 +43,7 @@ import fastifyStatic from '@fastify/static';
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { type FpmAddress } from '../fastcgi/address.ts';
 import { groupHeaders, type CgiHead } from '../fastcgi/cgi-headers.ts';
+import { registerClientModule } from './client-module.ts';
 import { type Config } from '../config.ts';
 import { type Log } from '../log.ts';
 import { clientOf, type ClientView } from './forwarded.ts';
@@ -75,6 +76,7 @@ const HEADER_VALUE = /^[\t\x20-\x7e\x80-\xff]*$/;
 /** `extra`: parameters every page gets (the control API's address and token, so Wsfpm\Client works on any pool). */
 export async function registerPages(app: FastifyInstance, config: Config, resolver: Resolver, log: Log, fpm: FpmAddress, extra: Record<string, string> = {}): Promise<PageHandler> {
   const statics = new StaticFiles(config.root);
+  registerClientModule(app);
 
   // reply.sendFile only: routing is ours (no route of the plugin's own), and so is the choice of what may be served.
   await app.register(fastifyStatic, { serve: false, dotfiles: 'deny', index: false, acceptRanges: true, etag: true, lastModified: true });
