@@ -13,6 +13,7 @@ import { createDaemon, type Daemon } from '../src/server/app.ts';
 import { browserMissing, launchBrowser, WAIT } from './helpers/browser.ts';
 import { FIXTURES, logSink, sleep, startDaemon, startPool, type Harness } from './helpers/harness.ts';
 import { freePort, RedisServer } from './helpers/redis.ts';
+import { publishVia } from './helpers/history.ts';
 import type { FpmPool } from '../src/fpm/pool.ts';
 
 const missing = browserMissing();
@@ -30,15 +31,7 @@ async function startPageDaemon(): Promise<Daemon> {
   return daemon;
 }
 
-async function publish(daemon: Daemon, data: string): Promise<void> {
-  const c = daemon.control!;
-  const res = await fetch(`http://${c.address.replace(/^tcp:/, '')}/publish`, {
-    method: 'POST',
-    headers: { authorization: `Bearer ${c.token}`, 'content-type': 'application/json' },
-    body: JSON.stringify({ channel: 'browser', data }),
-  });
-  assert.equal(res.status, 200);
-}
+const publish = (daemon: Daemon, data: string): Promise<void> => publishVia(daemon, 'browser', data);
 
 const state = (page: Page): Promise<{ got: string[]; events: string[] }> => page.evaluate(() => ({ got: (window as unknown as { got: string[] }).got, events: (window as unknown as { events: string[] }).events }));
 

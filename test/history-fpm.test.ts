@@ -7,6 +7,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { open, startHarness, type Client, type Harness } from './helpers/harness.ts';
+import { envelope, publishVia, type Envelope } from './helpers/history.ts';
 
 let h: Harness;
 
@@ -15,23 +16,7 @@ before(async () => {
 });
 after(async () => h?.close());
 
-async function publish(channel: string, data: string): Promise<void> {
-  const c = h.daemon.control!;
-  const res = await fetch(`http://${c.address.replace(/^tcp:/, '')}/publish`, {
-    method: 'POST',
-    headers: { authorization: `Bearer ${c.token}`, 'content-type': 'application/json' },
-    body: JSON.stringify({ channel, data }),
-  });
-  assert.equal(res.status, 200);
-}
-
-type Envelope = { wsfpm: string; channel: string; epoch: string; offset: number; data?: string; missed?: number };
-
-async function envelope(c: Client): Promise<Envelope> {
-  const text = await c.text();
-  assert.ok(text.startsWith('{"wsfpm":'), `an envelope, not ${text}`);
-  return JSON.parse(text) as Envelope;
-}
+const publish = (channel: string, data: string): Promise<void> => publishVia(h.daemon, channel, data);
 
 /** Opens the fixture; returns the client and its first notice (the daemon's, before the script's "ready"). */
 async function join(mode: string, room: string, resume = ''): Promise<{ c: Client; first: Envelope }> {

@@ -7,44 +7,22 @@
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { after, before, it } from 'node:test';
-import { open, sleep, startDaemon, startPool, type Client, type Harness } from './helpers/harness.ts';
-import { RedisServer } from './helpers/redis.ts';
-import type { FpmPool } from '../src/fpm/pool.ts';
+import { open, sleep, type Client, type Harness } from './helpers/harness.ts';
+import { startTwoNodes, type RedisServer } from './helpers/redis.ts';
+import { envelope, publishVia, type Envelope } from './helpers/history.ts';
 
+let nodes: Awaited<ReturnType<typeof startTwoNodes>>;
 let redis: RedisServer;
-let pool: FpmPool;
 let one: Omit<Harness, 'pool'>;
 let two: Omit<Harness, 'pool'>;
 
 before(async () => {
-  redis = await RedisServer.start();
-  pool = await startPool(6);
-  one = await startDaemon(pool, { redis: redis.url });
-  two = await startDaemon(pool, { redis: redis.url });
+  nodes = await startTwoNodes(6);
+  ({ redis, one, two } = nodes);
 });
-after(async () => {
-  await one?.close();
-  await two?.close();
-  await pool?.stop();
-  await redis?.stop();
-});
+after(async () => nodes?.stop());
 
-async function publish(h: Omit<Harness, 'pool'>, channel: string, data: string): Promise<void> {
-  const c = h.daemon.control!;
-  const res = await fetch(`http://${c.address.replace(/^tcp:/, '')}/publish`, {
-    method: 'POST',
-    headers: { authorization: `Bearer ${c.token}`, 'content-type': 'application/json' },
-    body: JSON.stringify({ channel, data }),
-  });
-  assert.equal(res.status, 200);
-}
-
-type Envelope = { wsfpm: string; channel: string; epoch: string; offset: number; data?: string; missed?: number };
-async function envelope(c: Client): Promise<Envelope> {
-  const text = await c.text();
-  assert.ok(text.startsWith('{"wsfpm":'), `an envelope, not ${text}`);
-  return JSON.parse(text) as Envelope;
-}
+const publish = (h: Omit<Harness, 'pool'>, channel: string, data: string): Promise<void> => publishVia(h.daemon, channel, data);
 
 /**
  * Envelopes up to the subscription's notice. The script's own "ready" may come

@@ -4,27 +4,19 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, it } from 'node:test';
-import { open, sleep, startDaemon, startPool, type Client, type Harness } from './helpers/harness.ts';
-import { RedisServer } from './helpers/redis.ts';
-import type { FpmPool } from '../src/fpm/pool.ts';
+import { open, sleep, type Client, type Harness } from './helpers/harness.ts';
+import { startTwoNodes, type RedisServer } from './helpers/redis.ts';
 
+let nodes: Awaited<ReturnType<typeof startTwoNodes>>;
 let redis: RedisServer;
-let pool: FpmPool;
 let one: Omit<Harness, 'pool'>;
 let two: Omit<Harness, 'pool'>;
 
 before(async () => {
-  redis = await RedisServer.start();
-  pool = await startPool(8);
-  one = await startDaemon(pool, { redis: redis.url });
-  two = await startDaemon(pool, { redis: redis.url });
+  nodes = await startTwoNodes(8);
+  ({ redis, one, two } = nodes);
 });
-after(async () => {
-  await one?.close();
-  await two?.close();
-  await pool?.stop();
-  await redis?.stop();
-});
+after(async () => nodes?.stop());
 
 async function api(h: Omit<Harness, 'pool'>, method: string, path: string, body?: unknown): Promise<Record<string, unknown>> {
   const c = h.daemon.control!;

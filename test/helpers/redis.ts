@@ -4,6 +4,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
+import { startDaemon, startPool, type Harness } from './harness.ts';
 
 export async function freePort(): Promise<number> {
   const s = net.createServer();
@@ -60,4 +61,23 @@ export class RedisServer {
     await this.kill();
     await rm(this.dir, { recursive: true, force: true });
   }
+}
+
+type Node = Omit<Harness, 'pool'>;
+
+/** A redis-server, a php-fpm pool and two daemons sharing both: the suite's two nodes. `stop` ends them all. */
+export async function startTwoNodes(workers: number, flags: Record<string, string> = {}): Promise<{ redis: RedisServer; one: Node; two: Node; stop(): Promise<void> }> {
+  const redis = await RedisServer.start();
+  const pool = await startPool(workers);
+  const one = await startDaemon(pool, { redis: redis.url, ...flags });
+  const two = await startDaemon(pool, { redis: redis.url, ...flags });
+  return {
+    redis, one, two,
+    async stop() {
+      await one.close();
+      await two.close();
+      await pool.stop();
+      await redis.stop();
+    },
+  };
 }
