@@ -204,3 +204,29 @@ describe('Hub with history', () => {
     assert.deepEqual(m.seen, ['plain x']);
   });
 });
+
+it('Hub: the history count follows subscriptions (resubscribe without history, unsubscribe, leave): a channel is touched only while one is left', () => {
+  const touched: string[] = [];
+  const store = new MemoryHistory({ size: 10, ttl: 60_000 }, () => 'e');
+  const hub = new Hub(10);
+  hub.history = {
+    keeps: (c) => store.keeps(c),
+    recover: (c, since, done) => store.recover(c, since, done),
+    append: (c, d, bin, x, done) => store.append(c, d, bin, x, done),
+    touch: (c) => void touched.push(c),
+  };
+  for (const id of ['a', 'b']) hub.add(member(id));
+  hub.subscribe('a', 'x', true, true);
+  hub.subscribe('b', 'x', true, true);
+  hub.touchHistory();
+  assert.deepEqual(touched.splice(0), ['x']);
+  hub.subscribe('a', 'x', true);
+  hub.unsubscribe('b', 'x');
+  assert.deepEqual(touched.splice(0), ['x'], 'the last one leaving starts the ttl');
+  hub.touchHistory();
+  assert.deepEqual(touched, []);
+  hub.subscribe('b', 'x', true, true);
+  hub.remove('b');
+  hub.touchHistory();
+  assert.deepEqual(touched.splice(0), ['x']);
+});

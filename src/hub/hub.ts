@@ -73,6 +73,8 @@ export class Hub {
   readonly #members = new Map<string, { member: Member; channels: Map<string, Subscription> }>();
   readonly #channels = new Map<string, Set<string>>();
   broker: Broker | null = null;
+  /** History subscriptions per channel, so a publish need not look at every subscriber. */
+  readonly #historySubs = new Map<string, number>();
   /** Where channel history lives; null when --history-size is 0. */
   history: HistoryStore | null = null;
 
@@ -90,7 +92,10 @@ export class Hub {
   remove(id: string): void {
     const entry = this.#members.get(id);
     if (!entry) return;
-    for (const channel of entry.channels.keys()) this.#leave(channel, id);
+    for (const [channel, sub] of entry.channels) {
+      if (sub.history) this.#countHistory(channel, -1);
+      this.#leave(channel, id);
+    }
     this.#members.delete(id);
     this.broker?.removed(id, [...entry.channels.keys()]);
   }
@@ -104,7 +109,11 @@ export class Hub {
     const before = entry.channels.get(channel);
     // A repeated history SUBSCRIBE keeps its place in the channel: a new recovery would replay from the start.
     const fresh = before?.history && withHistory ? null : { forward, history: withHistory, last: null, pending: withHistory ? [] : null };
-    if (fresh) entry.channels.set(channel, fresh);
+    if (fresh) {
+      if (before?.history) this.#countHistory(channel, -1);
+      if (fresh.history) this.#countHistory(channel, 1);
+      entry.channels.set(channel, fresh);
+    }
     let set = this.#channels.get(channel);
     if (!set) this.#channels.set(channel, (set = new Set()));
     set.add(id);
@@ -114,7 +123,11 @@ export class Hub {
   }
 
   unsubscribe(id: string, channel: string): void {
-    if (!this.#members.get(id)?.channels.delete(channel)) return;
+    const channels = this.#members.get(id)?.channels;
+    const sub = channels?.get(channel);
+    if (!channels || !sub) return;
+    channels.delete(channel);
+    if (sub.history) this.#countHistory(channel, -1);
     this.#leave(channel, id);
     this.broker?.left(channel, id);
   }
@@ -193,14 +206,21 @@ export class Hub {
   }
 
   #historySubscribers(channel: string): boolean {
-    for (const id of this.#channels.get(channel) ?? []) if (this.#members.get(id)?.channels.get(channel)?.history) return true;
-    return false;
+    return this.#historySubs.has(channel);
+  }
+
+  /** The last history subscription leaving starts the store's ttl from now. */
+  #countHistory(channel: string, delta: number): void {
+    const n = (this.#historySubs.get(channel) ?? 0) + delta;
+    if (n > 0) return void this.#historySubs.set(channel, n);
+    this.#historySubs.delete(channel);
+    this.history?.touch(channel);
   }
 
   /** Keeps the history of channels that still have a history subscription here (the store's ttl counts from the last one). */
   touchHistory(): void {
     if (!this.history) return;
-    for (const channel of this.#channels.keys()) if (this.#historySubscribers(channel)) this.history.touch(channel);
+    for (const channel of this.#historySubs.keys()) this.history.touch(channel);
   }
 
   /** To a connection here, or (fire and forget) through the broker to the node holding it. */
