@@ -12,7 +12,7 @@ import { brief, DEFAULT_CHAOS, runChaos } from './helpers/chaos.ts';
 it('300 connections through worker and master kills, SIGHUP, a Redis outage and 200 abusers: nothing lost, every close documented, nothing leaked', { timeout: 240_000 }, async () => {
   const report = await runChaos({ ...DEFAULT_CHAOS, say: (line) => process.env.WSFPM_TEST_DEBUG && process.stderr.write(`chaos: ${line}\n`) });
   const { baseline, loaded, settled, final, ...rest } = report;
-  if (process.env.WSFPM_TEST_DEBUG) process.stderr.write(`${JSON.stringify({ ...rest, baseline: brief(baseline), loaded: brief(loaded), settled: brief(settled), final: brief(final) }, null, 1)}\n`);
+  if (process.env.WSFPM_TEST_DEBUG) process.stderr.write(`${JSON.stringify({ ...rest, baseline: brief(baseline), loaded: brief(loaded), settled: brief(settled), final: brief(final, true) }, null, 1)}\n`);
   assert.deepEqual(report.violations, []);
   // The faults really hit: worker kills closed their connections, the master's death closed A's bound ones.
   assert.ok((report.closes['workers: a/bound:1011'] ?? 0) >= 1, 'a killed worker closed its connection with 1011');
