@@ -109,3 +109,28 @@ it('Redis down: local delivery continues and is logged; after a restart cross-no
   b.c.ws.close();
   await Promise.all([a.c.closed, b.c.closed]);
 });
+
+it('a connection that left while Redis was down is no member once Redis is back with its data', async () => {
+  // A Redis that keeps its data across the outage (append-only file), as production ones do: the entries written before it are still there.
+  const kept = await RedisServer.start({ persist: true });
+  const h = await startDaemon(pool, { redis: kept.url });
+  try {
+    const stays = await member(h, 'ghosts');
+    const leaves = await member(h, 'ghosts');
+    await untilMembers(h, 'ghosts', 2);
+    await kept.kill();
+    leaves.c.ws.close();
+    await leaves.c.closed;
+    for (let i = 0; i < 100 && h.daemon.hub.size > 1; i++) await sleep(20);
+    assert.equal(h.daemon.hub.size, 1);
+    await kept.resume();
+    for (let i = 0; i < 100 && !h.daemon.broker!.state.connected; i++) await sleep(50);
+    assert.deepEqual(await untilMembers(h, 'ghosts', 1), [stays.id]);
+    assert.deepEqual(await api(h, 'POST', '/send', { id: leaves.id, data: 'to a ghost' }), { reached: 0 });
+    stays.c.ws.close();
+    await stays.c.closed;
+  } finally {
+    await h.close();
+    await kept.stop();
+  }
+});
