@@ -328,7 +328,8 @@ export async function runChaos(options: ChaosOptions): Promise<ChaosReport> {
   const say = options.say ?? (() => {});
   const run = new Run();
   const started = Date.now();
-  const redis = await RedisServer.start();
+  // With its data kept across the kill, as a production Redis would: what the nodes wrote before the outage is still there.
+  const redis = await RedisServer.start({ persist: true });
   const totalB = options.slots.b.bound + options.slots.b.events;
   const poolB = await FpmPool.start({ maxChildren: options.slots.b.bound + 40, privateSessions: true });
   const common = {
