@@ -4,13 +4,13 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, it } from 'node:test';
-import { open, sleep, type Client, type Harness } from './helpers/harness.ts';
-import { startTwoNodes, type RedisServer } from './helpers/redis.ts';
+import { open, sleep, startDaemon, type Client, type Harness } from './helpers/harness.ts';
+import { RedisServer, startTwoNodes } from './helpers/redis.ts';
 
 let nodes: Awaited<ReturnType<typeof startTwoNodes>>;
 let redis: RedisServer;
-let one: Omit<Harness, 'pool'>;
-let two: Omit<Harness, 'pool'>;
+let one: typeof nodes.one;
+let two: typeof nodes.two;
 
 before(async () => {
   nodes = await startTwoNodes(8);
@@ -100,4 +100,29 @@ it('Redis down: local delivery continues and is logged; after a restart cross-no
   a.c.ws.close();
   b.c.ws.close();
   await Promise.all([a.c.closed, b.c.closed]);
+});
+
+it('a connection that left while Redis was down is no member once Redis is back with its data', async () => {
+  // A Redis that keeps its data across the outage (append-only file), as production ones do: the entries written before it are still there.
+  const kept = await RedisServer.start({ persist: true });
+  const h = await startDaemon(one.pool, { redis: kept.url });
+  try {
+    const stays = await member(h, 'ghosts');
+    const leaves = await member(h, 'ghosts');
+    await untilMembers(h, 'ghosts', 2);
+    await kept.kill();
+    leaves.c.ws.close();
+    await leaves.c.closed;
+    for (let i = 0; i < 100 && h.daemon.hub.size > 1; i++) await sleep(20);
+    assert.equal(h.daemon.hub.size, 1);
+    await kept.resume();
+    for (let i = 0; i < 100 && !h.daemon.broker!.state.connected; i++) await sleep(50);
+    assert.deepEqual(await untilMembers(h, 'ghosts', 1), [stays.id]);
+    assert.deepEqual(await api(h, 'POST', '/send', { id: leaves.id, data: 'to a ghost' }), { reached: 0 });
+    stays.c.ws.close();
+    await stays.c.closed;
+  } finally {
+    await h.close();
+    await kept.stop();
+  }
 });

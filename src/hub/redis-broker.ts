@@ -17,7 +17,10 @@
  *
  * Redis down: commands fail fast (no offline queue: late chat messages are
  * worse than none), local delivery continues, the failure is logged once
- * per outage; on reconnect the node writes its registry entries again.
+ * per outage; on reconnect the node writes its registry entries again, and
+ * takes out the ones of connections that left meanwhile (a Redis that kept
+ * its data would otherwise count them as members for as long as this node
+ * lives; at most STALE_MAX are remembered).
  */
 import { randomBytes } from 'node:crypto';
 import { Redis } from 'ioredis';
@@ -33,6 +36,8 @@ const members = (channel: string): string => `wsfpm:members:${channel}`;
 const alive = (node: string): string => `wsfpm:node:${node}`;
 const HEARTBEAT_MS = 10_000;
 const NODE_TTL_S = 30;
+/** Registry removals that failed during an outage, remembered to be done on reconnect: enough for a busy node's churn over minutes. */
+const STALE_MAX = 100_000;
 
 type Head =
   | { k: 'pub'; n: string; c: string; b: boolean; x: string | null; o?: number; e?: string }
@@ -73,6 +78,8 @@ export class RedisBroker implements Broker, HistorySource {
   #heartbeat: NodeJS.Timeout | null = null;
   #outage = false;
   #history: RedisHistory | null = null;
+  /** Registry entries whose removal failed while Redis was unreachable, by connection id: the connection itself (`conn`) and/or channels it left. */
+  readonly #stale = new Map<string, { conn: boolean; channels: Set<string> }>();
 
   private constructor(url: string, hub: Hub, log: Log) {
     this.#hub = hub;
@@ -136,7 +143,7 @@ export class RedisBroker implements Broker, HistorySource {
   removed(id: string, channels: string[]): void {
     const m = this.#pub.multi().hdel(CONNS, id);
     for (const c of channels) m.srem(members(c), `${this.node}|${id}`);
-    this.#fire(m.exec());
+    this.#fire(m.exec(), () => this.#remember(id, true, channels));
   }
 
   joined(channel: string, id: string): void {
@@ -144,7 +151,7 @@ export class RedisBroker implements Broker, HistorySource {
   }
 
   left(channel: string, id: string): void {
-    this.#fire(this.#pub.srem(members(channel), `${this.node}|${id}`));
+    this.#fire(this.#pub.srem(members(channel), `${this.node}|${id}`), () => this.#remember(id, false, [channel]));
   }
 
   /** Members of a channel on every live node; null when Redis cannot be asked. */
@@ -238,11 +245,21 @@ export class RedisBroker implements Broker, HistorySource {
   async #up(): Promise<void> {
     try {
       const m = this.#pub.multi().set(alive(this.node), '1', 'EX', NODE_TTL_S);
+      // Removals first: a connection that left a channel and joined it again is written back below.
+      const stale = [...this.#stale];
+      this.#stale.clear();
+      for (const [id, entry] of stale) {
+        if (entry.conn) m.hdel(CONNS, id);
+        for (const c of entry.channels) m.srem(members(c), `${this.node}|${id}`);
+      }
       for (const info of this.#hub.list()) {
         m.hset(CONNS, info.id, this.node);
         for (const c of info.channels) m.sadd(members(c), `${this.node}|${info.id}`);
       }
-      await m.exec();
+      await m.exec().catch((err: unknown) => {
+        for (const [id, entry] of stale) this.#remember(id, entry.conn, entry.channels);
+        throw err;
+      });
       await this.#history?.scan();
       this.state.connected = true;
       if (this.#outage) this.#log.info({ code: 'WSFPM_BROKER_UP' }, 'Redis reachable again; cross-node delivery resumed');
@@ -258,10 +275,23 @@ export class RedisBroker implements Broker, HistorySource {
     this.#outage = true;
   }
 
-  #fire(p: Promise<unknown>): void {
+  /** `undo`: what to remember for the reconnect when the command did not reach Redis. */
+  #fire(p: Promise<unknown>, undo?: () => void): void {
     p.catch(() => {
       this.state.failures++;
+      undo?.();
       this.#down();
     });
+  }
+
+  #remember(id: string, conn: boolean, channels: Iterable<string>): void {
+    let entry = this.#stale.get(id);
+    if (!entry) {
+      if (this.#stale.size >= STALE_MAX) return;
+      entry = { conn: false, channels: new Set() };
+      this.#stale.set(id, entry);
+    }
+    entry.conn ||= conn;
+    for (const c of channels) entry.channels.add(c);
   }
 }

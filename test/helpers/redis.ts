@@ -1,4 +1,8 @@
-/** A redis-server of the test's own: temp dir, loopback, a free port, no persistence. */
+/**
+ * A redis-server of the test's own: temp dir, loopback, a free port, no
+ * persistence unless asked (`persist`: an append-only file fsynced on every
+ * write, so a SIGKILL loses nothing, as a production Redis keeps its data).
+ */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import net from 'node:net';
@@ -16,10 +20,10 @@ export async function freePort(): Promise<number> {
 
 export class RedisServer {
   #child: ChildProcess | null = null;
-  private constructor(readonly port: number, readonly dir: string) {}
+  private constructor(readonly port: number, readonly dir: string, readonly persist: boolean) {}
 
-  static async start(): Promise<RedisServer> {
-    const r = new RedisServer(await freePort(), await mkdtemp(path.join(os.tmpdir(), 'wsfpm-redis-')));
+  static async start(options: { persist?: boolean } = {}): Promise<RedisServer> {
+    const r = new RedisServer(await freePort(), await mkdtemp(path.join(os.tmpdir(), 'wsfpm-redis-')), options.persist ?? false);
     await r.resume();
     return r;
   }
@@ -30,7 +34,7 @@ export class RedisServer {
 
   /** Starts (again) on the same port. */
   async resume(): Promise<void> {
-    const child = spawn('redis-server', ['--port', String(this.port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', this.dir], { stdio: 'ignore' });
+    const child = spawn('redis-server', ['--port', String(this.port), '--bind', '127.0.0.1', '--save', '', '--appendonly', this.persist ? 'yes' : 'no', '--appendfsync', 'always', '--dir', this.dir], { stdio: 'ignore' });
     this.#child = child;
     const deadline = Date.now() + 10_000;
     while (Date.now() < deadline) {
@@ -63,7 +67,7 @@ export class RedisServer {
   }
 }
 
-type Node = Omit<Harness, 'pool'>;
+type Node = Omit<Harness, 'pool'> & { pool: Harness['pool'] };
 
 /** A redis-server, a php-fpm pool and two daemons sharing both: the suite's two nodes. `stop` ends them all. */
 export async function startTwoNodes(workers: number, flags: Record<string, string> = {}): Promise<{ redis: RedisServer; one: Node; two: Node; stop(): Promise<void> }> {
