@@ -46,7 +46,7 @@ final class Lobby implements EventHandler
         $ev->setMeta(['name' => $name]);
         $me = ['id' => $ev->id(), 'name' => $name];
         $ev->send(self::event(['type' => 'welcome'] + $me));   // so the page knows which member it is
-        $ev->subscribe(self::ROOM, forward: true);
+        $ev->subscribe(self::ROOM, forward: true, history: true);   // the page (client/wsfpm.js) resumes it after a reconnect
         $ev->subscribe(self::PRESENCE);                         // its messages come to onMessage(), with $ev->channel set
         $ev->publish(self::PRESENCE, self::event(['type' => 'hello'] + $me), excludeSelf: true);
         $ev->publish(self::ROOM, self::event(['type' => 'join'] + $me));
