@@ -94,3 +94,27 @@ it('a flushed Redis lost the history: a new epoch, and a client of the old one i
   b.ws.close();
   await b.closed;
 });
+
+it('Redis down: a history channel still delivers on this node, without an offset (nothing to resume from); afterwards offsets go on', async () => {
+  const a = await open(one.url('/hist.php?room=outage-h'));
+  const opened = await untilNotice(a);
+  const first = opened.got[0]!;
+  if (!opened.ready) assert.equal(await a.text(), 'ready');
+  await publish(one, 'outage-h', 'before');
+  assert.equal((await envelope(a)).offset, 1);
+  await redis.kill();
+  await sleep(300);
+  await publish(one, 'outage-h', 'during');
+  assert.deepEqual(await envelope(a), { wsfpm: 'message', channel: 'outage-h', data: 'during' });
+  await redis.resume();
+  for (let i = 0; i < 100 && !one.daemon.broker!.state.connected; i++) await sleep(50);
+  assert.equal(one.daemon.broker!.state.connected, true);
+  await publish(one, 'outage-h', 'after');
+  const after = await envelope(a);
+  assert.equal(after.data, 'after');
+  // Redis came back empty (no persistence here): a new epoch, and the client learns it from the envelope.
+  assert.notEqual(after.epoch, first.epoch);
+  assert.equal(after.offset, 1);
+  a.ws.close();
+  await a.closed;
+});
