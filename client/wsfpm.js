@@ -100,6 +100,8 @@ export class WsfpmSocket {
         // Once only: an offset already seen under this epoch is a repeat.
         if (known && known.epoch === e.epoch && e.offset <= known.offset) return;
         this.positions.set(e.channel, { epoch: e.epoch, offset: e.offset });
+        // A new epoch on a live subscription: the history was lost meanwhile (Redis flushed), so a message may be missing.
+        if (known && known.epoch !== e.epoch) this.onlost(e.channel);
       }
       this.onmessage(e.binary ? bytes(e.data) : e.data, e.channel, e.offset);
       return;

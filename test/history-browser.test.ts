@@ -3,9 +3,11 @@
  * playwright-core, across a daemon restart: the page's daemon stops, messages
  * are published on another node (sharing a real redis-server) while it is
  * down, a new daemon starts on the same port, the page reconnects by itself
- * and resumes: every message once, in order, none lost.
+ * and resumes: every message once, in order, none lost. Then a flushed
+ * Redis under the live subscription is reported as lost.
  */
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import { after, before, it } from 'node:test';
 import type { Browser, Page } from 'playwright-core';
 import { buildConfig } from '../src/config.ts';
@@ -77,5 +79,11 @@ it('resumes across a daemon restart with publishes during the gap: none lost, no
   assert.deepEqual(got, sent);
   assert.ok(events.includes('recovered 5'), events.join(', '));
   assert.ok(!events.includes('lost'), events.join(', '));
+
+  // Redis loses the history under a live subscription: the next message comes under a new epoch, and the page hears it may have missed some.
+  execFileSync('redis-cli', ['-p', String(redis.port), 'FLUSHALL']);
+  await publish(current, 'after the flush');
+  await page.waitForFunction(() => (window as unknown as { events: string[] }).events.includes('lost'), null, { timeout: WAIT });
+  assert.equal((await state(page)).got.at(-1), 'after the flush');
   await page.close();
 });
