@@ -44,6 +44,16 @@ async function untilNotice(c: Client): Promise<{ got: Envelope[]; ready: boolean
   }
 }
 
+/** A fresh history subscription on `h`: its client, its `subscribed` notice, the script's "ready" read. */
+async function subscribe(h: Omit<Harness, 'pool'>, room: string): Promise<{ c: Client; first: Envelope }> {
+  const c = await open(h.url(`/hist.php?room=${room}`));
+  const opened = await untilNotice(c);
+  const first = opened.got[0]!;
+  assert.equal(first.wsfpm, 'subscribed');
+  if (!opened.ready) assert.equal(await c.text(), 'ready');
+  return { c, first };
+}
+
 /** Node two learns from the bus that the channel keeps history; wait until it has. */
 async function untilKept(h: Omit<Harness, 'pool'>, channel: string): Promise<void> {
   for (let i = 0; i < 100 && !h.daemon.hub.history?.keeps(channel); i++) await sleep(20);
@@ -51,11 +61,7 @@ async function untilKept(h: Omit<Harness, 'pool'>, channel: string): Promise<voi
 }
 
 it('a client resumes on the other node: messages published on both nodes while it was away, in order, once', async () => {
-  const a = await open(one.url('/hist.php?room=deploy'));
-  const opened = await untilNotice(a);
-  const first = opened.got[0]!;
-  assert.equal(first.wsfpm, 'subscribed');
-  if (!opened.ready) assert.equal(await a.text(), 'ready');
+  const { c: a, first } = await subscribe(one, 'deploy');
   await untilKept(two, 'deploy');
   await publish(two, 'deploy', 'm1');
   assert.deepEqual(await envelope(a), { wsfpm: 'message', channel: 'deploy', epoch: first.epoch, offset: 1, data: 'm1' });
@@ -77,10 +83,7 @@ it('a client resumes on the other node: messages published on both nodes while i
 });
 
 it('a flushed Redis lost the history: a new epoch, and a client of the old one is told so', async () => {
-  const a = await open(one.url('/hist.php?room=flush'));
-  const opened = await untilNotice(a);
-  const first = opened.got[0]!;
-  if (!opened.ready) assert.equal(await a.text(), 'ready');
+  const { c: a, first } = await subscribe(one, 'flush');
   await publish(one, 'flush', 'x');
   assert.equal((await envelope(a)).offset, 1);
   a.ws.close();
@@ -96,10 +99,7 @@ it('a flushed Redis lost the history: a new epoch, and a client of the old one i
 });
 
 it('Redis down: a history channel still delivers on this node, without an offset (nothing to resume from); afterwards offsets go on', async () => {
-  const a = await open(one.url('/hist.php?room=outage-h'));
-  const opened = await untilNotice(a);
-  const first = opened.got[0]!;
-  if (!opened.ready) assert.equal(await a.text(), 'ready');
+  const { c: a, first } = await subscribe(one, 'outage-h');
   await publish(one, 'outage-h', 'before');
   assert.equal((await envelope(a)).offset, 1);
   await redis.kill();
