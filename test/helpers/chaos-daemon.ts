@@ -6,15 +6,15 @@
  * reloadable settings), alternating `messageRate` between two values so that
  * every reload really changes something.
  *
- * IPC: sends `{ type: 'ready', port, control }`; answers `stats` with what
- * the suite compares against its baseline (open fds from /proc/self/fd, the
- * hub's members and channels, heap after a GC when run with --expose-gc,
- * the managed master's pid, the broker's state, log codes counted); exits
- * on `stop` or when the suite's IPC channel goes away.
+ * IPC (bench/lib/daemon-ipc.ts): `stats` answers what the suite compares
+ * against its baseline (open fds from /proc/self/fd, the hub's members and
+ * channels, heap after a GC, the managed master's pid, the broker's state,
+ * log codes counted).
  */
 import { readdirSync } from 'node:fs';
 import { buildConfig } from '../../src/config.ts';
 import { createDaemon } from '../../src/server/app.ts';
+import { answerOverIpc } from '../../bench/lib/daemon-ipc.ts';
 
 const flags = JSON.parse(process.argv[2] ?? '{}') as Record<string, string>;
 const codes: Record<string, number> = {};
@@ -37,51 +37,26 @@ const rates = [flags.messageRate ?? '1000', String(Number(flags.messageRate ?? '
 let reloads = 0;
 const daemon = await createDaemon(build(rates[0]!), logStream);
 await daemon.app.listen({ host: '127.0.0.1', port: 0 });
-const addr = daemon.app.server.address();
-const port = typeof addr === 'object' && addr ? addr.port : 0;
-
 process.on('SIGHUP', () => {
   void daemon.reloadTls();
   const { applied } = daemon.reload(build(rates[++reloads % 2]!));
   if (!applied.includes('messageRate')) errors.push(`reload ${reloads} applied ${JSON.stringify(applied)}`);
 });
 
-let stopping = false;
-async function stop(): Promise<void> {
-  if (stopping) return;
-  stopping = true;
-  setTimeout(() => process.exit(0), 5000).unref();
-  try {
-    daemon.closeAll(1001, 'chaos over');
-    await daemon.app.close();
-  } finally {
-    process.exit(0);
-  }
-}
-
-process.on('message', (raw) => {
-  const msg = raw as { id: number; cmd: string };
-  if (msg.cmd === 'stop') return void stop();
-  if (msg.cmd === 'stats') {
-    const gc = (globalThis as { gc?: () => void }).gc;
-    gc?.();
-    const channels = new Set(daemon.hub.list().flatMap((m) => m.channels));
-    process.send?.({
-      id: msg.id,
-      fds: readdirSync('/proc/self/fd').length,
-      members: daemon.hub.size,
-      channels: channels.size,
-      connections: daemon.connections(),
-      heapUsed: process.memoryUsage().heapUsed,
-      rss: process.memoryUsage().rss,
-      gc: Boolean(gc),
-      managedPid: daemon.managed?.pool.pid ?? 0,
-      broker: daemon.broker?.state.connected ?? null,
-      reloads,
-      codes,
-      errors,
-    });
-  }
+answerOverIpc(daemon, 'chaos', () => {
+  const channels = new Set(daemon.hub.list().flatMap((m) => m.channels));
+  const memory = process.memoryUsage();
+  return {
+    fds: readdirSync('/proc/self/fd').length,
+    members: daemon.hub.size,
+    channels: channels.size,
+    connections: daemon.connections(),
+    heapUsed: memory.heapUsed,
+    rss: memory.rss,
+    managedPid: daemon.managed?.pool.pid ?? 0,
+    broker: daemon.broker?.state.connected ?? null,
+    reloads,
+    codes,
+    errors,
+  };
 });
-process.on('disconnect', () => void stop());
-process.send?.({ type: 'ready', port, control: daemon.control?.address ?? null });
