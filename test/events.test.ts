@@ -11,7 +11,7 @@ import { fcgiFetch } from '../src/fastcgi/fetch.ts';
 import { FcgiRequest } from '../src/fastcgi/request.ts';
 import { type Member } from '../src/hub/hub.ts';
 import { RedisServer } from './helpers/redis.ts';
-import { FIXTURES, open, refusal, sleep, startDaemon, startHarness, startPool, withTimeout, type Client, type Harness } from './helpers/harness.ts';
+import { Client, FIXTURES, open, refusal, sleep, startDaemon, startHarness, startPool, withTimeout, type Harness } from './helpers/harness.ts';
 
 /** Watches a channel from inside the daemon's own hub: what the close events publish. */
 function watch(h: { daemon: { hub: { add(m: Member): void; subscribe(id: string, ch: string, fwd: boolean): boolean } } }, channel: string): string[] {
@@ -243,6 +243,27 @@ describe('events mode under faults', () => {
       for (const c of clients) assert.equal((await c.closed).code, 1001);
       assert.equal(closed.filter((l) => l.endsWith(' 1001')).length, 4);
       assert.equal(h.daemon.connections(), 0);
+    } finally {
+      await h.close();
+    }
+  });
+
+  it('pings: an idle client that answers stays, one that never answers is dropped, once SIGHUP turned pings on', async () => {
+    const h = await startHarness({ pingInterval: '0' }, 2);
+    try {
+      const deaf = new Client(h.url('/ev-raw.php'), { autoPong: false });
+      await deaf.opened;
+      const idle = await open(h.url('/ev-raw.php'));
+      const { applied } = h.daemon.reload({ ...h.config, pingInterval: 300 });
+      assert.deepEqual(applied, ['pingInterval']);
+      assert.equal((await withTimeout(deaf.closed, 10_000, 'deaf client dropped')).code, 1006);
+      assert.ok(h.logs.some((l) => l.code === 'WSFPM_ERR_PING_TIMEOUT'));
+      await sleep(900);
+      idle.ws.send('still here');
+      assert.equal((await idle.text()).startsWith('welcome'), true);
+      assert.equal(await idle.text(), '#1/1 still here');
+      idle.ws.close();
+      await idle.closed;
     } finally {
       await h.close();
     }

@@ -66,11 +66,17 @@ export class EventDispatcher {
       counted: (direction, bytes) => observer.message(direction, bytes),
       log: (level, facts, message) => log[level](facts, message),
     };
-    const ping = settings().pingInterval;
-    if (ping > 0) {
-      this.#pinger = setInterval(() => this.#sweep(), ping);
-      this.#pinger.unref();
-    }
+    this.#schedulePing();
+  }
+
+  /** Read again before every sweep, so a SIGHUP's --ping-interval applies (0: no pings; checked again a second later). */
+  #schedulePing(): void {
+    const ping = this.settings().pingInterval;
+    this.#pinger = setTimeout(() => {
+      if (ping > 0) this.#sweep();
+      if (this.#pinger) this.#schedulePing();
+    }, ping > 0 ? ping : 1000);
+    this.#pinger.unref();
   }
 
   get running(): number {
@@ -126,7 +132,8 @@ export class EventDispatcher {
   }
 
   stop(): void {
-    if (this.#pinger) clearInterval(this.#pinger);
+    if (this.#pinger) clearTimeout(this.#pinger);
+    this.#pinger = null;
   }
 
   #schedule(session: EventSession): void {
