@@ -11,7 +11,7 @@ import { once } from 'node:events';
 import { after, before, describe, it } from 'node:test';
 import WebSocket, { WebSocketServer } from 'ws';
 import { PreparedFrame, sendPrepared } from '../src/hub/prepared-frame.ts';
-import { open, sleep, startHarness, type Client, type Harness, type Received } from './helpers/harness.ts';
+import { forwardSubscriber, open, sleep, startHarness, type Client, type Harness, type Received } from './helpers/harness.ts';
 
 let h: Harness;
 
@@ -21,15 +21,7 @@ before(async () => {
 after(async () => h?.close());
 
 /** A bound subscriber (hub-raw.php, FORWARD) and its connection id. */
-async function boundSubscriber(channel: string): Promise<{ c: Client; id: string }> {
-  const c = await open(h.url('/hub-raw.php'));
-  c.ws.send('id');
-  const id = await c.text();
-  assert.equal(await c.text(), 'ok id');
-  c.ws.send(`fsub|${channel}`);
-  assert.equal(await c.text(), 'ok fsub');
-  return { c, id };
-}
+const boundSubscriber = (channel: string): Promise<{ c: Client; id: string }> => forwardSubscriber(h, channel);
 
 /** An events-mode subscriber (ev-raw.php subscribes with FORWARD in its open event). */
 async function eventsSubscriber(channel: string): Promise<Client> {
