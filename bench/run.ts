@@ -6,7 +6,9 @@
  * buildConfig, bench/daemon.ts), and a raw `ws` server in another child
  * process as the ceiling (bench/raw-server.ts) — runs bounded scenarios
  * against both side by side, prints a table of each wsfpm figure with its
- * ratio to the raw server's in the same run, and writes the lot to
+ * ratio to the raw server's in the same run — and, in rtt and throughput,
+ * beside the floor: the bench's own FastCGI client straight to php-fpm
+ * running the same echo, no daemon (bench/lib/floor.ts) — and writes the lot to
  * bench/results/latest.json. Every process it starts is stopped at the end,
  * also when a scenario fails or the run is interrupted.
  *
@@ -23,6 +25,7 @@ import { findPhpFpm } from '../src/fpm/pool.ts';
 import { BENCH_DIR, killAllChildrenNow, stopAllChildren, type ServerChild } from './lib/child.ts';
 import type { Context, Options } from './lib/context.ts';
 import { loadAverage, openFileLimit } from './lib/proc.ts';
+import { floorTarget } from './lib/floor.ts';
 import { formatProfile, summarizeProfile } from './lib/profile.ts';
 import { fmt, now, type Row, type ScenarioResult } from './lib/stats.ts';
 import { startPool, startRaw, startWsfpm, stopAllPools, waitWorkers, type System } from './lib/systems.ts';
@@ -42,6 +45,7 @@ const USES_SHARED_POOL = new Set<Scenario>([...SHARED, 'proxy']);
 const USAGE = `usage: npm run bench -- [SCENARIO…] [FLAGS]
 
 scenarios: ${ORDER.join(', ')} (default: all, in that order); or events / pusher alone (bench/events.ts, bench/pusher.ts)
+rtt and throughput also measure the floor: php-fpm and the PHP library with no daemon (bench/lib/floor.ts)
 
   --duration S        seconds measured per system for throughput (per message size) and fanout (default 10)
   --rounds N          alternating rounds per paired measurement, raw/wsfpm/wsfpm/raw… (default 2)
@@ -128,13 +132,16 @@ const log = (line: string): void => {
 };
 
 function table(rows: Row[]): string {
-  const head = ['scenario', 'metric', 'wsfpm', 'raw ws', 'wsfpm/raw', 'target', 'result', 'notes'];
+  const head = ['scenario', 'metric', 'wsfpm', 'raw ws', 'wsfpm/raw', 'floor', 'wsfpm/floor', 'target', 'result', 'notes'];
+  const times = (x: number | null): string => (x === null ? '–' : `${x.toFixed(2)}×`);
   const lines = rows.map((r) => [
     r.scenario,
     `${r.metric} (${r.unit})`,
     fmt(r.wsfpm),
     fmt(r.raw),
-    r.ratio === null ? '–' : `${r.ratio.toFixed(2)}×`,
+    times(r.ratio),
+    fmt(r.floor),
+    times(r.floorRatio),
     r.target || '',
     r.met === null ? '' : r.met ? 'met' : '**NOT MET**',
     r.note ?? '',
@@ -238,7 +245,7 @@ async function main(): Promise<void> {
       const t = now();
       log(`${name}: start`);
       try {
-        const ctx: Context = { opts, wsfpm: wsfpm!, raw, pool, log, profileFlags, profiled };
+        const ctx: Context = { opts, wsfpm: wsfpm!, raw, floor: pool ? floorTarget(pool) : null, log, pool, profileFlags, profiled };
         results[name] = await runners[name](ctx);
       } catch (err) {
         log(`${name}: FAILED: ${(err as Error).stack ?? err}`);

@@ -4,7 +4,7 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, it } from 'node:test';
-import { open, sleep, startDaemon, type Client, type Harness } from './helpers/harness.ts';
+import { forwardSubscriber, sleep, startDaemon, type Harness } from './helpers/harness.ts';
 import { RedisServer, startTwoNodes } from './helpers/redis.ts';
 
 let nodes: Awaited<ReturnType<typeof startTwoNodes>>;
@@ -29,16 +29,6 @@ async function api(h: Omit<Harness, 'pool'>, method: string, path: string, body?
   return (await res.json()) as Record<string, unknown>;
 }
 
-async function member(h: Omit<Harness, 'pool'>, channel: string): Promise<{ c: Client; id: string }> {
-  const c = await open(h.url('/hub-raw.php'));
-  c.ws.send('id');
-  const id = await c.text();
-  assert.equal(await c.text(), 'ok id');
-  c.ws.send(`fsub|${channel}`);
-  assert.equal(await c.text(), 'ok fsub');
-  return { c, id };
-}
-
 /** Waits until the registry write of a subscription has reached Redis. */
 async function untilMembers(h: Omit<Harness, 'pool'>, channel: string, n: number): Promise<string[]> {
   for (let i = 0; i < 100; i++) {
@@ -50,8 +40,8 @@ async function untilMembers(h: Omit<Harness, 'pool'>, channel: string, n: number
 }
 
 it('a publish on one node reaches subscribers on both; presence and sends cross nodes', async () => {
-  const a = await member(one, 'room');
-  const b = await member(two, 'room');
+  const a = await forwardSubscriber(one, 'room');
+  const b = await forwardSubscriber(two, 'room');
   assert.deepEqual(new Set(await untilMembers(one, 'room', 2)), new Set([a.id, b.id]));
 
   a.c.ws.send('pub|room|from node one');
@@ -78,8 +68,8 @@ it('a publish on one node reaches subscribers on both; presence and sends cross 
 });
 
 it('Redis down: local delivery continues and is logged; after a restart cross-node delivery resumes', async () => {
-  const a = await member(one, 'outage');
-  const b = await member(two, 'outage');
+  const a = await forwardSubscriber(one, 'outage');
+  const b = await forwardSubscriber(two, 'outage');
   await untilMembers(one, 'outage', 2);
   await redis.kill();
   await sleep(300);
@@ -107,8 +97,8 @@ it('a connection that left while Redis was down is no member once Redis is back 
   const kept = await RedisServer.start({ persist: true });
   const h = await startDaemon(one.pool, { redis: kept.url });
   try {
-    const stays = await member(h, 'ghosts');
-    const leaves = await member(h, 'ghosts');
+    const stays = await forwardSubscriber(h, 'ghosts');
+    const leaves = await forwardSubscriber(h, 'ghosts');
     await untilMembers(h, 'ghosts', 2);
     await kept.kill();
     leaves.c.ws.close();

@@ -1,7 +1,7 @@
 /** Options of a bench run and what a scenario gets to work with. */
 import type { FpmPool } from '../../src/fpm/pool.ts';
 import type { ServerChild } from './child.ts';
-import type { System } from './systems.ts';
+import type { EchoTarget, System } from './systems.ts';
 
 export interface Options {
   scenarios: string[];
@@ -28,6 +28,8 @@ export interface Context {
   /** The shared systems (rtt, throughput, connect, fanout); hold starts its own. */
   wsfpm: System;
   raw: System;
+  /** The floor beside them in rtt and throughput (php-fpm with no daemon, bench/lib/floor.ts); null without the shared pool. */
+  floor: EchoTarget | null;
   /** Null when no shared scenario runs (proxy then starts a small pool of its own). */
   pool: FpmPool | null;
   log(line: string): void;

@@ -27,7 +27,11 @@ export const now = (): number => performance.now();
 
 export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
-/** One line of the result table: a wsfpm figure, the raw ws figure of the same run, and the target. */
+/**
+ * One line of the result table: a wsfpm figure, the raw ws figure of the
+ * same run, and the target; for the echo scenarios also the floor's
+ * (bench/lib/floor.ts: php-fpm and the PHP library with no daemon).
+ */
 export interface Row {
   scenario: string;
   metric: string;
@@ -36,6 +40,10 @@ export interface Row {
   raw: number | null;
   /** wsfpm / raw (for latencies, lower is better; for rates, higher). */
   ratio: number | null;
+  /** The same figure without the daemon (rtt, throughput), or null. */
+  floor: number | null;
+  /** wsfpm / floor: what the daemon adds (for latencies, lower is better; for rates, higher). */
+  floorRatio: number | null;
   /** The target, in words, or '' when there is none. */
   target: string;
   /** true met, false missed, null not applicable. */
@@ -50,9 +58,15 @@ export interface ScenarioResult {
   skipped?: string;
 }
 
+const ratioOf = (a: number | null, b: number | null): number | null => (a !== null && b !== null && b !== 0 && Number.isFinite(a) && Number.isFinite(b) ? a / b : null);
+
 export function row(scenario: string, metric: string, unit: string, wsfpm: number | null, raw: number | null, target = '', met: boolean | null = null, note?: string): Row {
-  const ratio = wsfpm !== null && raw !== null && raw !== 0 && Number.isFinite(wsfpm) && Number.isFinite(raw) ? wsfpm / raw : null;
-  return { scenario, metric, unit, wsfpm, raw, ratio, target, met, ...(note ? { note } : {}) };
+  return { scenario, metric, unit, wsfpm, raw, ratio: ratioOf(wsfpm, raw), floor: null, floorRatio: null, target, met, ...(note ? { note } : {}) };
+}
+
+/** The row with the floor's figure of the same run beside it. */
+export function withFloor(r: Row, floor: number | null): Row {
+  return { ...r, floor, floorRatio: ratioOf(r.wsfpm, floor) };
 }
 
 /** A number for the table: 3 significant digits, thousands kept whole. */

@@ -4,10 +4,12 @@
  * the raw `ws` server (one child process).
  */
 import path from 'node:path';
+import type WebSocket from 'ws';
 import { FpmPool } from '../../src/fpm/pool.ts';
 import { BENCH_DIR, ServerChild } from './child.ts';
 import { childPids, type ServerSide } from './proc.ts';
 import { sleep } from './stats.ts';
+import { closeWs, openWs, type EchoSocket } from './ws.ts';
 
 export const WWW = path.join(BENCH_DIR, 'www');
 
@@ -121,9 +123,38 @@ export async function startRaw(nodeFlags: string[] = []): Promise<System> {
   };
 }
 
+/** One side of an echo measurement (rtt, throughput): raw ws, wsfpm, or the floor (bench/lib/floor.ts). */
+export interface EchoTarget {
+  name: 'raw' | 'wsfpm' | 'floor';
+  side: ServerSide;
+  settle(): Promise<void>;
+  /** A connection to the echo, open and ready for messages. */
+  openEcho(): Promise<EchoSocket>;
+  /** Closes one of this target's connections and waits for the close to complete. */
+  closeEcho(socket: EchoSocket): Promise<void>;
+}
+
+/** A websocket system's echo, as an echo target. */
+export function echoTarget(sys: System): EchoTarget {
+  return {
+    name: sys.name,
+    side: sys.side,
+    settle: () => sys.settle(),
+    openEcho: () => openWs(sys.url('echo')),
+    closeEcho: (socket) => closeWs(socket as WebSocket),
+  };
+}
+
 /** ABBA… order for `rounds` rounds: each system goes first as often as second, which cancels drift in the machine's load. */
 export function alternate<T>(a: T, b: T, rounds: number): T[] {
   const out: T[] = [];
   for (let i = 0; i < rounds; i++) out.push(...(i % 2 === 0 ? [a, b] : [b, a]));
+  return out;
+}
+
+/** The same for more than two: each round runs them in turn, every other round in reverse. */
+export function alternateAll<T>(items: readonly T[], rounds: number): T[] {
+  const out: T[] = [];
+  for (let i = 0; i < rounds; i++) out.push(...(i % 2 === 0 ? items : [...items].reverse()));
   return out;
 }

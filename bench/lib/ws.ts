@@ -40,19 +40,29 @@ export function openWs(url: string, timeoutMs = 15_000): Promise<WebSocket> {
   return waitOpen(connectWs(url), timeoutMs);
 }
 
+/** What the echo scenarios need of a connection: a `ws` client, or the floor's FastCGI one (bench/lib/floor.ts). */
+export interface EchoSocket {
+  send(data: Buffer, options: { binary: boolean }): void;
+  on(event: 'message', listener: (data: Buffer, isBinary: boolean) => void): unknown;
+  once(event: 'close', listener: (code: number) => void): unknown;
+}
+
 /**
- * A websocket whose messages are awaited one at a time, in order
- * (`next()`), for request/response scenarios.
+ * A websocket (or another echo socket) whose messages are awaited one at a
+ * time, in order (`next()`), for request/response scenarios.
  */
-export class Conversation {
-  readonly ws: WebSocket;
+export class Conversation<S extends EchoSocket = WebSocket> {
+  readonly ws: S;
+  readonly #end: () => Promise<void>;
   #queue: Buffer[] = [];
   #waiter: { resolve: (b: Buffer) => void; reject: (e: Error) => void; timer: NodeJS.Timeout } | null = null;
   closed = false;
   closeCode = 0;
 
-  constructor(ws: WebSocket) {
+  /** `end` closes the socket and waits for the close to complete. */
+  constructor(ws: S, end: () => Promise<void>) {
     this.ws = ws;
+    this.#end = end;
     ws.on('message', (data) => {
       const b = data as Buffer;
       const w = this.#waiter;
@@ -76,7 +86,8 @@ export class Conversation {
 
   /** Listens from the start, so a message the server sends right after the 101 is kept. */
   static async open(url: string, timeoutMs?: number): Promise<Conversation> {
-    const conv = new Conversation(connectWs(url));
+    const ws = connectWs(url);
+    const conv = new Conversation(ws, () => closeWs(ws));
     await waitOpen(conv.ws, timeoutMs);
     return conv;
   }
@@ -95,7 +106,7 @@ export class Conversation {
   }
 
   close(): Promise<void> {
-    return closeWs(this.ws);
+    return this.#end();
   }
 }
 

@@ -2,12 +2,15 @@
  * throughput: 50 connections × 10 messages in flight, echoed; every echo
  * that comes back sends the next message. 32 B and 16 KiB text messages.
  * Per system and size: `--duration` seconds of measurement, split into
- * alternating rounds (raw, wsfpm, wsfpm, raw, …) after 1 s of warm-up each.
+ * alternating rounds (raw, wsfpm, floor, floor, wsfpm, raw, …) after 1 s of
+ * warm-up each. The floor is the same load over the bench's own FastCGI
+ * client straight to php-fpm (bench/lib/floor.ts).
  *
  * Figures: echoes/s; MB/s of echoed payload (one direction, 10^6 bytes);
  * server-side CPU seconds per message from /proc/PID/stat: for wsfpm the
  * daemon child process plus the php-fpm master and all its workers, for the
- * ceiling the raw ws server process. The load generator (this process) is
+ * floor the php-fpm master and workers, for the ceiling the raw ws server
+ * process. The load generator (this process) is
  * not counted; its own CPU share is recorded to show when it, not the
  * server, was the limit.
  *
@@ -15,12 +18,11 @@
  * flight must come back within 15 s; and the longest time any one connection
  * waited for its next echo while it had messages in flight is recorded.
  */
-import type WebSocket from 'ws';
 import type { Context } from '../lib/context.ts';
 import { cpuOf, cpuParts, diffParts } from '../lib/proc.ts';
-import { now, row, sleep, type Row, type ScenarioResult } from '../lib/stats.ts';
-import { alternate, type System } from '../lib/systems.ts';
-import { closeWs, openWs, pooled, textPayload } from '../lib/ws.ts';
+import { now, row, sleep, withFloor, type Row, type ScenarioResult } from '../lib/stats.ts';
+import { alternateAll, echoTarget, type EchoTarget } from '../lib/systems.ts';
+import { pooled, textPayload, type EchoSocket } from '../lib/ws.ts';
 
 const WARMUP_MS = 1000;
 const DRAIN_TIMEOUT_MS = 15_000;
@@ -54,17 +56,17 @@ export interface LoadResult {
 }
 
 interface ConnState {
-  ws: WebSocket;
+  ws: EchoSocket;
   inFlight: number;
   last: number;
   maxGap: number;
 }
 
-export async function runLoad(sys: System, o: LoadOptions): Promise<LoadResult> {
+export async function runLoad(sys: EchoTarget, o: LoadOptions): Promise<LoadResult> {
   const payload = textPayload(o.size);
   const conns: ConnState[] = [];
   await pooled(o.connections, 10, async () => {
-    conns.push({ ws: await openWs(sys.url('echo')), inFlight: 0, last: 0, maxGap: 0 });
+    conns.push({ ws: await sys.openEcho(), inFlight: 0, last: 0, maxGap: 0 });
   });
   let sending = true;
   let measuring = false;
@@ -80,7 +82,7 @@ export async function runLoad(sys: System, o: LoadOptions): Promise<LoadResult> 
 
   for (const st of conns) {
     st.ws.on('message', (data) => {
-      if ((data as Buffer).length !== o.size) badEchoes++;
+      if (data.length !== o.size) badEchoes++;
       st.inFlight--;
       inFlight--;
       total++;
@@ -158,7 +160,7 @@ export async function runLoad(sys: System, o: LoadOptions): Promise<LoadResult> 
     };
   } finally {
     finished = true;
-    await Promise.all(conns.map((c) => closeWs(c.ws)));
+    await Promise.all(conns.map((c) => sys.closeEcho(c.ws)));
   }
 }
 
@@ -204,10 +206,11 @@ export const stalled = (r: LoadResult): boolean => !r.drained || r.closedEarly >
 export async function throughput(ctx: Context): Promise<ScenarioResult> {
   const rows: Row[] = [];
   const details: Record<string, unknown> = {};
+  const targets = [echoTarget(ctx.raw), echoTarget(ctx.wsfpm), ...(ctx.floor ? [ctx.floor] : [])];
   for (const size of ctx.opts.sizes) {
     const o: LoadOptions = { connections: ctx.opts.throughputConnections, inFlight: ctx.opts.inFlight, size, seconds: ctx.opts.duration / ctx.opts.rounds };
-    const parts: Record<string, LoadResult[]> = { raw: [], wsfpm: [] };
-    for (const sys of alternate(ctx.raw, ctx.wsfpm, ctx.opts.rounds)) {
+    const parts: Record<string, LoadResult[]> = Object.fromEntries(targets.map((t) => [t.name, []]));
+    for (const sys of alternateAll(targets, ctx.opts.rounds)) {
       await sys.settle();
       const r = await runLoad(sys, o);
       ctx.log(`throughput ${size} B ${sys.name}: ${fmtRate(r, size)}`);
@@ -215,24 +218,28 @@ export async function throughput(ctx: Context): Promise<ScenarioResult> {
     }
     const raw = combine(parts.raw!);
     const ws = combine(parts.wsfpm!);
+    const fl = parts.floor ? combine(parts.floor) : null;
     const rr = rates(raw, size);
     const wr = rates(ws, size);
+    const fr = fl ? rates(fl, size) : null;
     const label = size % 1024 === 0 ? `${size / 1024} KiB` : `${size} B`;
     const small = size < 1024;
     const shape = `${o.connections}×${o.inFlight} in flight`;
+    const add = (r: Row, floor: number | null | undefined): void => void rows.push(withFloor(r, floor ?? null));
     if (small) {
-      rows.push(row('throughput', `${label} echoes/s, ${shape}`, 'msg/s', wr.msgPerSec, rr.msgPerSec, '≥ 0.55× raw', wr.msgPerSec >= 0.55 * rr.msgPerSec));
+      add(row('throughput', `${label} echoes/s, ${shape}`, 'msg/s', wr.msgPerSec, rr.msgPerSec, '≥ 0.55× raw', wr.msgPerSec >= 0.55 * rr.msgPerSec), fr?.msgPerSec);
     } else {
-      rows.push(row('throughput', `${label} echoed MB/s, ${shape}`, 'MB/s', wr.mbPerSec, rr.mbPerSec, '≥ 0.6× raw', wr.mbPerSec >= 0.6 * rr.mbPerSec));
-      rows.push(row('throughput', `${label} echoes/s`, 'msg/s', wr.msgPerSec, rr.msgPerSec));
+      add(row('throughput', `${label} echoed MB/s, ${shape}`, 'MB/s', wr.mbPerSec, rr.mbPerSec, '≥ 0.6× raw', wr.mbPerSec >= 0.6 * rr.mbPerSec), fr?.mbPerSec);
+      add(row('throughput', `${label} echoes/s`, 'msg/s', wr.msgPerSec, rr.msgPerSec), fr?.msgPerSec);
     }
     const split = Object.entries(ws.cpuByPart).map(([k, v]) => `${k} ${((v / ws.messages) * 1e6).toFixed(1)}`).join(' + ');
-    rows.push(row('throughput', `${label} server CPU per echo`, 'µs', wr.cpuUsPerMsg, rr.cpuUsPerMsg, '', null, `wsfpm: ${split} µs`));
-    rows.push(row('throughput', `${label} load generator CPU`, 'cores', wr.clientCores, rr.clientCores, '', null, '≈1.0 means the client was the limit'));
+    add(row('throughput', `${label} server CPU per echo`, 'µs', wr.cpuUsPerMsg, rr.cpuUsPerMsg, '', null, `wsfpm: ${split} µs`), fr?.cpuUsPerMsg);
+    add(row('throughput', `${label} load generator CPU`, 'cores', wr.clientCores, rr.clientCores, '', null, '≈1.0 means the client was the limit'), fr?.clientCores);
     const wsStall = stalled(ws);
-    rows.push(row('throughput', `${label} longest wait for an echo (stall check)`, 'ms', ws.maxConnGapMs, raw.maxConnGapMs, small ? '' : 'no stall', small ? null : !wsStall,
-      `${ws.drained ? 'all in flight drained' : `${ws.stuck} never came back`}${ws.closedEarly ? `, ${ws.closedEarly} closed early` : ''}${ws.badEchoes ? `, ${ws.badEchoes} bad echoes` : ''}`));
-    details[label] = { options: o, raw: { ...raw, ...rr }, wsfpm: { ...ws, ...wr }, rounds: parts };
+    const floorStall = fl && stalled(fl) ? `; the floor stalled too (${fl.drained ? 'drained' : `${fl.stuck} never came back`})` : '';
+    add(row('throughput', `${label} longest wait for an echo (stall check)`, 'ms', ws.maxConnGapMs, raw.maxConnGapMs, small ? '' : 'no stall', small ? null : !wsStall,
+      `${ws.drained ? 'all in flight drained' : `${ws.stuck} never came back`}${ws.closedEarly ? `, ${ws.closedEarly} closed early` : ''}${ws.badEchoes ? `, ${ws.badEchoes} bad echoes` : ''}${floorStall}`), fl?.maxConnGapMs);
+    details[label] = { options: o, raw: { ...raw, ...rr }, wsfpm: { ...ws, ...wr }, floor: fl && fr ? { ...fl, ...fr } : null, rounds: parts };
   }
   return { rows, details };
 }

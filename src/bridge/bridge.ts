@@ -28,6 +28,7 @@ import { FrameType, closePayload, parseClosePayload, FrameError, type Frame } fr
 import { channelHead } from '../protocol/channel-frames.ts';
 import { type Hub, type Member } from '../hub/hub.ts';
 import { type Position } from '../hub/history.ts';
+import { sendPrepared } from '../hub/prepared-frame.ts';
 import { handleHubFrame } from './hub-frames.ts';
 import { keepAlive } from './keepalive.ts';
 import { TokenBucket } from '../token-bucket.ts';
@@ -191,20 +192,21 @@ export function bridge(ws: WebSocket, php: PhpEndpoint, who: BridgeIdentity, hub
   const member: Member = {
     ...who,
     since: started,
-    deliverChannel(channel, data, binary, forward) {
-      if (forward) return member.deliverDirect(data, binary);
+    deliverChannel(channel, data, binary, forward, frame) {
+      if (forward) return member.deliverDirect(data, binary, frame);
       if (closeSent || wsClosed || phpEnded) return false;
       if (php.inputBacklog > options.highWater) return overloaded('PHP');
       php.sendParts(FrameType.Channel, [channelHead(channel, binary), data]);
       return true;
     },
-    deliverDirect(data, binary) {
+    deliverDirect(data, binary, frame) {
       if (closeSent || wsClosed) return false;
       if (ws.bufferedAmount > options.highWater) return overloaded('the client');
       stats.messagesOut++;
       stats.bytesOut += data.length;
       observer.messageOut(data.length);
-      ws.send(data, { binary });
+      if (frame) sendPrepared(ws, frame);
+      else ws.send(data, { binary });
       return true;
     },
     close: (code, reason) => closeClient(code, reason),

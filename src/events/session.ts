@@ -19,6 +19,7 @@ import { channelHead } from '../protocol/channel-frames.ts';
 import { truncateReason } from '../bridge/bridge.ts';
 import { TokenBucket } from '../token-bucket.ts';
 import { type Hub, type Member } from '../hub/hub.ts';
+import { sendPrepared, type PreparedFrame } from '../hub/prepared-frame.ts';
 import { type Action } from './actions.ts';
 import { type Position } from '../hub/history.ts';
 import { ERRORS, wsfpmError, type WsfpmError } from '../errors.ts';
@@ -177,8 +178,8 @@ export class EventSession implements Member {
     this.close(error.closeCode, error.closeCode === 1011 ? 'internal error' : ERRORS[error.code].message);
   }
 
-  deliverChannel(channel: string, data: Buffer, binary: boolean, forward: boolean): boolean {
-    if (forward) return this.deliverDirect(data, binary);
+  deliverChannel(channel: string, data: Buffer, binary: boolean, forward: boolean, frame: PreparedFrame): boolean {
+    if (forward) return this.deliverDirect(data, binary, frame);
     if (!this.open) return false;
     const { eventQueue, highWater } = this.host.limits();
     if (this.#inputs.length >= 2 * eventQueue || this.#queuedBytes + data.length > 2 * highWater) {
@@ -190,14 +191,15 @@ export class EventSession implements Member {
     return true;
   }
 
-  deliverDirect(data: Buffer, binary: boolean): boolean {
+  deliverDirect(data: Buffer, binary: boolean, frame?: PreparedFrame): boolean {
     if (!this.open) return false;
     if (this.ws.bufferedAmount > this.host.limits().highWater) {
       this.fail(wsfpmError('WSFPM_ERR_SLOW_CONSUMER', `more than ${this.host.limits().highWater} bytes queued toward the client`));
       return false;
     }
     this.host.counted('out', data.length);
-    this.ws.send(data, { binary });
+    if (frame) sendPrepared(this.ws, frame);
+    else this.ws.send(data, { binary });
     return true;
   }
 

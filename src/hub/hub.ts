@@ -14,9 +14,14 @@
  * missed first. Per such subscription, offsets only go up: a message the
  * recovery already delivered is not delivered again live, and live messages
  * that arrive while a (Redis) recovery is under way wait behind it.
+ *
+ * A channel message (or its envelope) is framed for the websocket once for
+ * all the members that forward it (PreparedFrame, built by the first that
+ * needs it).
  */
 import { type HistoryStore, type Position } from './history.ts';
 import { messageEnvelope, noticeEnvelope } from './envelope.ts';
+import { PreparedFrame } from './prepared-frame.ts';
 
 
 export interface Member {
@@ -25,10 +30,14 @@ export interface Member {
   readonly ip: string;
   /** ms since the epoch. */
   readonly since: number;
-  /** A channel message, to PHP or (forward) straight to the client. False if not delivered. */
-  deliverChannel(channel: string, data: Buffer, binary: boolean, forward: boolean): boolean;
-  /** A message straight to this connection's client. False if not delivered. */
-  deliverDirect(data: Buffer, binary: boolean): boolean;
+  /**
+   * A channel message, to PHP or (forward) straight to the client. `frame` is
+   * the same message as one websocket frame shared by every member it goes to.
+   * False if not delivered.
+   */
+  deliverChannel(channel: string, data: Buffer, binary: boolean, forward: boolean, frame: PreparedFrame): boolean;
+  /** A message straight to this connection's client (`frame`: see deliverChannel). False if not delivered. */
+  deliverDirect(data: Buffer, binary: boolean, frame?: PreparedFrame): boolean;
   close(code: number, reason: string): void;
   /** Positions the client named to resume from (`wsfpm_resume`), each used by the first history SUBSCRIBE of its channel. */
   readonly resume?: Map<string, Position>;
@@ -156,6 +165,8 @@ export class Hub {
     if (!ids) return 0;
     let reached = 0;
     let envelope: Buffer | null = null;
+    let envelopeFrame: PreparedFrame | null = null;
+    const frame = new PreparedFrame(data, binary);
     // No snapshot needed: a member a delivery closes leaves the set later, on its close event
     // (and a Set skips entries deleted while it is iterated anyway).
     for (const id of ids) {
@@ -164,23 +175,23 @@ export class Hub {
       const sub = entry?.channels.get(channel);
       if (!entry || !sub) continue;
       if (!sub.history) {
-        if (entry.member.deliverChannel(channel, data, binary, sub.forward)) reached++;
+        if (entry.member.deliverChannel(channel, data, binary, sub.forward, frame)) reached++;
         continue;
       }
       envelope ??= messageEnvelope(channel, position, data, binary);
       if (sub.pending) {
         sub.pending.push({ position, envelope });
         reached++;
-      } else if (this.#deliverHistoric(entry.member, sub, position, envelope)) reached++;
+      } else if (this.#deliverHistoric(entry.member, sub, position, envelope, (envelopeFrame ??= new PreparedFrame(envelope, false)))) reached++;
     }
     return reached;
   }
 
   /** One envelope to a history subscription, unless its offset was delivered already. */
-  #deliverHistoric(member: Member, sub: Subscription, position: Position | null, envelope: Buffer): boolean {
+  #deliverHistoric(member: Member, sub: Subscription, position: Position | null, envelope: Buffer, frame?: PreparedFrame): boolean {
     if (position && sub.last && position.epoch === sub.last.epoch && position.offset <= sub.last.offset) return false;
     if (position) sub.last = position;
-    return member.deliverDirect(envelope, false);
+    return member.deliverDirect(envelope, false, frame);
   }
 
   /** Starts a history subscription: what its client missed (or lost), then the live messages that waited. */

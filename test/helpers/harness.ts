@@ -3,6 +3,7 @@
  * unix socket, pm static) and a wsfpm daemon on an ephemeral loopback port,
  * plus a websocket client that records what happened.
  */
+import assert from 'node:assert/strict';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import WebSocket from 'ws';
@@ -147,6 +148,17 @@ export async function open(url: string, options?: ConstructorParameters<typeof C
 }
 
 /** The HTTP refusal of an upgrade: status, headers and body. */
+/** A bound connection (hub-raw.php) holding a FORWARD subscription to `channel`, and its connection id. */
+export async function forwardSubscriber(h: Pick<Harness, 'url'>, channel: string): Promise<{ c: Client; id: string }> {
+  const c = await open(h.url('/hub-raw.php'));
+  c.ws.send('id');
+  const id = await c.text();
+  assert.equal(await c.text(), 'ok id');
+  c.ws.send(`fsub|${channel}`);
+  assert.equal(await c.text(), 'ok fsub');
+  return { c, id };
+}
+
 export async function refusal(url: string, options?: ConstructorParameters<typeof Client>[1]): Promise<{ status: number; headers: Record<string, string | string[] | undefined>; body: string }> {
   const c = new Client(url, options);
   try {
