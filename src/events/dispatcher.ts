@@ -176,11 +176,11 @@ export class EventDispatcher {
       deadline: event.queuedAt + s.eventTimeout,
       onStderr: (line) => this.log.warn({ conn: session.id, stderr: line }, 'PHP wrote to stderr'),
     });
-    this.#finish(session, event.type, answer, event.queuedAt, true);
+    this.#finish(session, event.type, answer, event.queuedAt);
   }
 
   /** Applies an event's answer (all its actions, or none), then lets the session's next event run. */
-  #finish(session: EventSession, type: 'open' | 'message' | 'close', answer: Promise<Frame[]>, queuedAt: number, counted = false): void {
+  #finish(session: EventSession, type: 'open' | 'message' | 'close', answer: Promise<Frame[]>, queuedAt: number): void {
     const s = this.settings();
     answer
       .then((frames) => {
@@ -194,7 +194,8 @@ export class EventDispatcher {
         this.observer.event(type, false, (Date.now() - queuedAt) / 1000);
       })
       .finally(() => {
-        if (counted) this.#running--;
+        // The open event runs in the upgrade's own request, outside --event-concurrency.
+        if (type !== 'open') this.#running--;
         session.running = false;
         if (session.hasWork) this.#schedule(session);
         else this.#forgetIfFinished(session);
