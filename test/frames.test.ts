@@ -20,6 +20,7 @@ import {
   parseClosePayload,
 } from '../src/protocol/frames.ts';
 import { feedDecoder, fuzzInWorker, hex, sameForAllChunkings, toHex, type Outcome } from './helpers/bytes.ts';
+import { parseOpenPayload } from '../src/protocol/event-frames.ts';
 
 interface F {
   type: number;
@@ -281,5 +282,20 @@ describe('FrameDecoder', () => {
     assert.equal(report.inputs, 2000);
     assert.ok(report.decodeErrors > 100, `only ${report.decodeErrors} inputs hit a FrameError`);
     assert.ok(report.emitted > 1000, `only ${report.emitted} frames emitted`);
+  });
+});
+
+describe('OPEN payload: the mode a script chose (golden bytes)', () => {
+  test('empty is bound mode; 01 + batch (u16 BE) is events mode, 0 read as 1', () => {
+    assert.deepEqual(parseOpenPayload(Buffer.alloc(0)), { mode: 'bound' });
+    assert.deepEqual(parseOpenPayload(hex('01 00 08')), { mode: 'events', batch: 8 });
+    assert.deepEqual(parseOpenPayload(hex('01 00 00')), { mode: 'events', batch: 1 });
+    assert.deepEqual(parseOpenPayload(hex('01 01 00')), { mode: 'events', batch: 256 });
+  });
+
+  test('an unknown mode, a wrong length or a batch over 256 is a FrameError', () => {
+    for (const bad of ['02 00 01', '01 00', '01 00 01 00', '01 01 01', '00']) {
+      assert.throws(() => parseOpenPayload(hex(bad)), FrameError, bad);
+    }
   });
 });

@@ -19,11 +19,3 @@ export function parseOpenPayload(p: Buffer): OpenMode {
   if (batch > MAX_BATCH) throw new FrameError(`batch ${batch} is over ${MAX_BATCH}`);
   return { mode: 'events', batch: Math.max(1, batch) };
 }
-
-export function openPayload(mode: OpenMode): Buffer {
-  if (mode.mode === 'bound') return Buffer.alloc(0);
-  const p = Buffer.allocUnsafe(3);
-  p[0] = MODE_EVENTS;
-  p.writeUInt16BE(mode.batch, 1);
-  return p;
-}
