@@ -6,13 +6,7 @@
  * report as JSON; exit code 1 when anything was violated.
  */
 import { brief, DEFAULT_CHAOS, runChaos } from '../test/helpers/chaos.ts';
-
-function arg(name: string, fallback: number): number {
-  const i = process.argv.indexOf(`--${name}`);
-  const v = i === -1 ? fallback : Number(process.argv[i + 1]);
-  if (!Number.isFinite(v) || v <= 0) throw new Error(`--${name} needs a positive number`);
-  return v;
-}
+import { arg } from './args.ts';
 
 const minutes = arg('minutes', 5);
 const abusers = arg('abusers', DEFAULT_CHAOS.abusers);
