@@ -1,14 +1,17 @@
 /**
- * Soak: `npm run soak -- --minutes N [--connections 1000] [--interval-ms 10000]`.
+ * Soak: `npm run soak -- --minutes N [--connections 1000] [--interval-ms 10000] [--message-bytes 1]`.
  *
  * Starts a php-fpm pool of its own and the wsfpm daemon as a child process
  * (so its memory is its own), opens the connections, and has each send a
  * numbered message every interval to an echo script for N minutes. Every 30 s
  * it samples the daemon's RSS, the php-fpm pool's PSS (master + workers, from
- * /proc/PID/smaps_rollup) and the space the pool's php://input spool files
- * hold on disk. At the end it waits for the last echoes and reports drift
- * (last sample against the first one after warm-up) and lost messages.
- * Exit code 1 when a message was lost or out of order.
+ * /proc/PID/smaps_rollup) split into private/shared and anon/file/shmem, the
+ * mean per worker, and the space the pool's php://input spool files hold on
+ * disk. At warm-up and at the end it reads the full smaps of a few workers
+ * and reports which mappings grew. At the end it waits for the last echoes
+ * and reports drift (last sample against the first one after warm-up), the
+ * growth per worker in each third of the run (does it level off?) and lost
+ * messages. Exit code 1 when a message was lost or out of order.
  */
 import { spawn } from 'node:child_process';
 import { readdir, readFile, readlink, stat } from 'node:fs/promises';
@@ -18,12 +21,15 @@ import { fileURLToPath } from 'node:url';
 import WebSocket from 'ws';
 import { FpmPool } from '../src/fpm/pool.ts';
 import { arg } from './args.ts';
+import { children, mappingGrowth, mappings, rollup, ROLLUP_FIELDS, type Rollup } from './proc-mem.ts';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 
 const minutes = arg('minutes', 1);
 const connections = arg('connections', 1000);
 const intervalMs = arg('interval-ms', 10_000);
+/** Pads each message to this size; per-worker memory depends on the bytes read (docs/operations.md). */
+const messageBytes = arg('message-bytes', 1);
 const SAMPLE_MS = 30_000;
 
 async function freePort(): Promise<number> {
@@ -37,18 +43,6 @@ async function freePort(): Promise<number> {
 async function kib(file: string, field: RegExp): Promise<number> {
   const text = await readFile(file, 'utf8').catch(() => '');
   return Number(field.exec(text)?.[1] ?? 0);
-}
-
-/** php-fpm master and workers: the master's pid and every process whose parent it is. */
-async function poolPids(master: number): Promise<number[]> {
-  const pids = [master];
-  for (const p of await readdir('/proc')) {
-    if (!/^\d+$/.test(p)) continue;
-    const st = await readFile(`/proc/${p}/stat`, 'utf8').catch(() => '');
-    const ppid = Number(st.slice(st.lastIndexOf(')') + 2).split(' ')[1]);
-    if (ppid === master) pids.push(Number(p));
-  }
-  return pids;
 }
 
 async function spoolBytes(pids: number[], spoolDir: string): Promise<number> {
@@ -68,9 +62,37 @@ interface Sample {
   atS: number;
   daemonRssMiB: number;
   fpmPssMiB: number;
+  workers: number;
+  /** Summed over the workers (not the master), KiB. */
+  workersKiB: Rollup;
+  /** Mean per worker, KiB. */
+  perWorkerPssKiB: number;
+  perWorkerPrivateDirtyKiB: number;
+  masterPssKiB: number;
   spoolKiB: number;
   sent: number;
   received: number;
+}
+
+/** Connection n's message number k: "n:k", padded to --message-bytes. */
+function message(n: number, k: number): string {
+  const m = `${n}:${k}:`;
+  return m.length >= messageBytes ? m : m + 'x'.repeat(messageBytes - m.length);
+}
+
+/** Each rollup field's change per worker between two samples, KiB. */
+function growthPerWorker(a: Sample, b: Sample): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const f of ROLLUP_FIELDS) out[f] = +((b.workersKiB[f] / Math.max(1, b.workers)) - (a.workersKiB[f] / Math.max(1, a.workers))).toFixed(1);
+  return out;
+}
+
+/** Per-worker PSS growth in each third of the samples: a levelling-off shows as a shrinking last third. */
+function thirds(samples: Sample[]): number[] {
+  if (samples.length < 4) return [];
+  const at = (i: number): Sample => samples[Math.min(samples.length - 1, Math.round(i))]!;
+  const n = samples.length - 1;
+  return [0, 1, 2].map((k) => at(((k + 1) * n) / 3).perWorkerPssKiB - at((k * n) / 3).perWorkerPssKiB);
 }
 
 async function main(): Promise<void> {
@@ -105,7 +127,7 @@ async function main(): Promise<void> {
         ws.on('error', reject);
         ws.on('message', (data) => {
           received++;
-          if (String(data) !== `echo: ${n}:${expected[n]}`) disorder++;
+          if (String(data) !== `echo: ${message(n, expected[n]!)}`) disorder++;
           expected[n]!++;
         });
         ws.on('close', () => {
@@ -121,46 +143,61 @@ async function main(): Promise<void> {
       const start = setTimeout(() => {
         const t = setInterval(() => {
           if (ws.readyState !== WebSocket.OPEN) return;
-          ws.send(`${n}:${seq[n]!++}`);
+          ws.send(message(n, seq[n]!++));
           sent++;
         }, intervalMs);
         timers.push(t as unknown as NodeJS.Timeout);
       }, (n * intervalMs) / connections);
       return start;
     });
-    const pids = await poolPids(pool.pid!);
+    const master = pool.pid!;
     const sample = async (): Promise<void> => {
-      const fpmPids = await poolPids(pool.pid!);
-      let pss = 0;
-      for (const pid of fpmPids) pss += await kib(`/proc/${pid}/smaps_rollup`, /^Pss:\s+(\d+) kB/m);
+      const workers = await children(master);
+      const sum = Object.fromEntries(ROLLUP_FIELDS.map((f) => [f, 0])) as Rollup;
+      for (const pid of workers) {
+        const r = await rollup(pid);
+        for (const f of ROLLUP_FIELDS) sum[f] += r[f];
+      }
+      const masterPss = (await rollup(master)).Pss;
       samples.push({
         atS: Math.round((Date.now() - started) / 1000),
         daemonRssMiB: +((await kib(`/proc/${daemon.pid}/status`, /^VmRSS:\s+(\d+) kB/m)) / 1024).toFixed(1),
-        fpmPssMiB: +(pss / 1024).toFixed(1),
-        spoolKiB: Math.round((await spoolBytes(fpmPids, pool.spoolDir)) / 1024),
+        fpmPssMiB: +((sum.Pss + masterPss) / 1024).toFixed(1),
+        workers: workers.length,
+        workersKiB: sum,
+        perWorkerPssKiB: Math.round(sum.Pss / Math.max(1, workers.length)),
+        perWorkerPrivateDirtyKiB: Math.round(sum.Private_Dirty / Math.max(1, workers.length)),
+        masterPssKiB: masterPss,
+        spoolKiB: Math.round((await spoolBytes([master, ...workers], pool.spoolDir)) / 1024),
         sent,
         received,
       });
       console.error(`soak: ${JSON.stringify(samples[samples.length - 1])}`);
     };
     await sample();
-    void pids;
+    const warmAtMs = Math.min(120, (minutes * 60) / 4) * 1000;
     const end = started + minutes * 60_000;
+    // The same few workers, read in full at warm-up and at the end.
+    const tracked = (await children(master)).slice(0, 8);
+    let warmMaps: Awaited<ReturnType<typeof mappings>>[] | undefined;
     while (Date.now() < end) {
       await new Promise((r) => setTimeout(r, Math.min(SAMPLE_MS, end - Date.now())));
       await sample();
+      if (!warmMaps && Date.now() - started >= warmAtMs) warmMaps = await Promise.all(tracked.map(mappings));
     }
+    const endMaps = await Promise.all(tracked.map(mappings));
     for (const t of timers) clearTimeout(t);
     for (const t of timers) clearInterval(t);
     // The last echoes.
     for (let i = 0; i < 50 && received < sent; i++) await new Promise((r) => setTimeout(r, 100));
-    const warm = samples.find((s) => s.atS >= Math.min(120, (minutes * 60) / 4)) ?? samples[0]!;
+    const warm = samples.find((s) => s.atS * 1000 >= warmAtMs) ?? samples[0]!;
     const last = samples[samples.length - 1]!;
     const drift = (a: number, b: number): number => +(((b - a) / a) * 100).toFixed(2);
     const report = {
       minutes,
       connections,
       intervalMs,
+      messageBytes,
       sent,
       received,
       lost: sent - received,
@@ -168,6 +205,10 @@ async function main(): Promise<void> {
       closedEarly,
       daemonRssMiB: { warm: warm.daemonRssMiB, last: last.daemonRssMiB, driftPercent: drift(warm.daemonRssMiB, last.daemonRssMiB) },
       fpmPssMiB: { warm: warm.fpmPssMiB, last: last.fpmPssMiB, driftPercent: drift(warm.fpmPssMiB, last.fpmPssMiB) },
+      perWorkerKiB: growthPerWorker(warm, last),
+      perWorkerPssGrowthByThirdKiB: thirds(samples.filter((s) => s.atS >= warm.atS)),
+      trackedWorkers: tracked.length,
+      mappingGrowthKiB: warmMaps ? mappingGrowth(warmMaps, endMaps).slice(0, 12) : [],
       spoolKiBMax: Math.max(...samples.map((s) => s.spoolKiB)),
       samples,
     };
