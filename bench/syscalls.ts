@@ -1,7 +1,7 @@
 /**
  * `node --import tsx bench/syscalls.ts [SIZE] [IN_FLIGHT]` (default 32 1):
- * system calls per echo of the wsfpm daemon, of the php-fpm workers and of
- * the raw ws server, counted with `strace -c -f` over 1,000 echoes on one
+ * system calls per echo of the wsfpm daemon and of the php-fpm workers (on
+ * the side channel, then on STDIN/STDOUT) and of the raw ws server, counted with `strace -c -f` over 1,000 echoes on one
  * connection, IN_FLIGHT at a time. Needs strace (and ptrace rights). Not part
  * of `npm run bench`: it backs the profile findings in docs/performance.md.
  */
@@ -40,11 +40,15 @@ async function count(label: string, pids: () => number[], url: string): Promise<
 
 try {
   const pool = await startPool(4);
-  const wsfpm = await startWsfpm(pool, { maxConnections: 4 });
+  // The same echo both ways: frames on the side channel (the default), and on STDIN/STDOUT.
+  const side = await startWsfpm(pool, { maxConnections: 4 });
+  const stdio = await startWsfpm(pool, { maxConnections: 4, flags: { sideChannel: 'off' } });
   const raw = await startRaw();
   console.log(`${COUNT} echoes of ${size} B, ${inFlight} in flight, one connection`);
-  await count('wsfpm daemon', () => [wsfpm.child.pid], wsfpm.url('echo'));
-  await count('php-fpm workers', () => childPids(pool.pid!), wsfpm.url('echo'));
+  await count('wsfpm daemon', () => [side.child.pid], side.url('echo'));
+  await count('php-fpm workers', () => childPids(pool.pid!), side.url('echo'));
+  await count('daemon, stdio', () => [stdio.child.pid], stdio.url('echo'));
+  await count('workers, stdio', () => childPids(pool.pid!), stdio.url('echo'));
   await count('raw ws server', () => [raw.child.pid], raw.url('echo'));
 } finally {
   await stopAllChildren();

@@ -21,6 +21,9 @@ export interface Config {
   fpmStatus: FpmAddress | null;
   fpmUser: string;
   fpmInherit: string;
+  sideChannel: 'auto' | 'off';
+  sideChannelDir: string;
+  sideChannelGroup: string;
   root: string;
   index: string;
   routes: ReadonlyMap<string, string>;
@@ -77,7 +80,7 @@ function address(raw: string, listen = false): FpmAddress {
 }
 
 /** Settings where an empty value means "none" (WSFPM_INDEX= disables the front controller); elsewhere an empty variable counts as unset. */
-const EMPTY_MEANS_NONE = new Set<Key>(['index', 'routes', 'allowOrigins', 'trustProxy', 'fpmStatus', 'fpmUser', 'fpmInherit', 'control', 'controlToken', 'doctorToken', 'pusherApps', 'redis', 'upstream', 'wsPaths', 'tlsCert', 'tlsKey']);
+const EMPTY_MEANS_NONE = new Set<Key>(['index', 'routes', 'allowOrigins', 'trustProxy', 'fpmStatus', 'fpmUser', 'fpmInherit', 'sideChannelDir', 'sideChannelGroup', 'control', 'controlToken', 'doctorToken', 'pusherApps', 'redis', 'upstream', 'wsPaths', 'tlsCert', 'tlsKey']);
 const SECRET_KEYS = new Set<Key>(['controlToken', 'doctorToken', 'pusherApps']);
 const SIZE_KEYS = new Set<Key>(['maxMessage', 'highWater', 'maxRejectBody', 'maxHeaderBlock', 'maxMeta']);
 const TIME_KEYS = new Set<Key>(['handshakeTimeout', 'pingInterval', 'closeGrace', 'requestTimeout', 'drainTimeout', 'stallTimeout', 'upstreamTimeout', 'eventTimeout', 'historyTtl']);
@@ -194,6 +197,18 @@ export function buildConfig(flags: Record<string, string>, env: NodeJS.ProcessEn
     port: num('port'),
     fpm: get('fpm', (raw): FpmAddress | { kind: 'managed' } => (raw === 'managed' ? { kind: 'managed' } : address(raw))),
     fpmStatus: get('fpmStatus', (raw) => (raw ? address(raw) : null)),
+    sideChannel: get('sideChannel', (raw) => {
+      if (raw !== 'auto' && raw !== 'off') throw new Error('expected auto or off');
+      return raw;
+    }),
+    sideChannelDir: get('sideChannelDir', (raw) => {
+      if (raw && !raw.startsWith('/')) throw new Error('expected an absolute directory');
+      return raw;
+    }),
+    sideChannelGroup: get('sideChannelGroup', (raw) => {
+      if (raw && !/^(\d+|[a-z_][a-z0-9_-]*\$?)$/i.test(raw)) throw new Error('expected a group name or gid');
+      return raw;
+    }),
     fpmUser: get('fpmUser', (raw) => {
       if (raw && !/^[a-z_][a-z0-9_-]*\$?$/i.test(raw)) throw new Error('expected a user name');
       return raw;

@@ -20,6 +20,12 @@ export const DEFAULTS = Object.freeze({
   fpmUser: '',
   /** Managed pool: the site's pool file whose php_value/php_admin_value/env lines it copies. */
   fpmInherit: '',
+  /** Side channel for bound connections (docs/protocol.md): `auto` offers each PHP script a private unix socket for its frames (it falls back to STDIN/STDOUT where it cannot reach it); `off` never offers one. */
+  sideChannel: 'auto',
+  /** Side channel: directory its listener's own 0750 directory goes in; empty: $RUNTIME_DIRECTORY (systemd), else the temp dir. Must be visible to php-fpm (not a PrivateTmp /tmp). */
+  sideChannelDir: '',
+  /** Side channel: group (name or gid) that may enter its directory, the pool's workers'; empty: the group of the php-fpm unix socket (managed: the pool user's). */
+  sideChannelGroup: '',
   /** Document root: URL paths map to scripts below it. Empty: the working directory. */
   root: '',
   /** Front controller for paths with no script of their own; empty disables it. */

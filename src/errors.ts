@@ -41,6 +41,8 @@ export const ERRORS = Object.freeze({
   WSFPM_ERR_EVENT_TIMEOUT: { status: 504, close: 1011, message: 'PHP did not answer an event in time' },
   // A wsfpm_resume query parameter that does not read as EPOCH.OFFSET.CHANNEL: ignored, never a close.
   WSFPM_ERR_BAD_RESUME: { status: 400, close: 1008, message: 'malformed wsfpm_resume position' },
+  // A side-channel connection without a valid one-time token: refused and logged; PHP falls back to STDIN/STDOUT.
+  WSFPM_ERR_CHANNEL_TOKEN: { status: 403, close: 1008, message: 'side channel refused: no valid token' },
   WSFPM_ERR_PING_TIMEOUT: { status: 408, close: 1006, message: 'client did not answer pings' },
   // In front of a site (--upstream): what wsfpm answers when the site behind fails.
   WSFPM_ERR_UPSTREAM_DOWN: { status: 502, close: 1011, message: 'the site behind wsfpm is unreachable' },

@@ -48,7 +48,7 @@ describe('frame constants', () => {
     assert.equal(FRAME_HEADER_LEN, 5);
     assert.deepEqual({ ...FrameType }, {
       Open: 0x00, Text: 0x01, Binary: 0x02, Close: 0x08,
-      Subscribe: 0x10, Unsubscribe: 0x11, Publish: 0x12, Send: 0x13, Channel: 0x14, Timer: 0x20, Tick: 0x21, Meta: 0x30,
+      Subscribe: 0x10, Unsubscribe: 0x11, Publish: 0x12, Send: 0x13, Channel: 0x14, Timer: 0x20, Tick: 0x21, Wake: 0x22, Meta: 0x30,
     });
     assert.ok(Object.isFrozen(FrameType));
   });

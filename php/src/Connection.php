@@ -7,8 +7,10 @@ namespace Wsfpm;
 /**
  * One websocket connection, held by the php-fpm request that accept()ed it.
  *
- * STDIN and STDOUT of the request carry frames (docs/protocol.md), so after
- * accept() nothing else may be echoed: use send().
+ * Frames (docs/protocol.md) travel on the side channel, a unix socket of the
+ * connection's own, when the daemon offers one and it can be reached; else on
+ * the request's STDIN and STDOUT. Either way, after accept() nothing else
+ * may be echoed: use send().
  */
 final class Connection
 {
@@ -28,6 +30,14 @@ final class Connection
     /** The timer interval asked for with every(), ms; 0: no timer. */
     private int $interval = 0;
 
+    /** On the side channel: bytes read but not yet consumed, from $bufAt on. */
+    private string $buf = '';
+
+    private int $bufAt = 0;
+
+    /** Without the side channel: the number of the last WAKE asked for by receive($timeout). */
+    private int $wakeSeq = 0;
+
     /**
      * @param resource $in
      * @param resource $out
@@ -39,6 +49,8 @@ final class Connection
         private readonly int $maxMessage,
         private readonly bool $underFpm,
         private readonly ?InputSpool $spool,
+        /** @var resource|null the side channel; null: frames go through $in and $out */
+        private $channel = null,
     ) {
     }
 
@@ -71,6 +83,9 @@ final class Connection
             session_write_close();
         }
 
+        // Before the 101: once the daemon sees it, every frame to this script takes the path chosen here.
+        $channel = SideChannel::open($_SERVER);
+
         Handshake::sendHead(101, $lines);
 
         $in = fopen('php://input', 'rb');
@@ -88,6 +103,7 @@ final class Connection
             Handshake::limit($_SERVER, 'WSFPM_MAX_MESSAGE', Frame::DEFAULT_MAX_MESSAGE),
             true,
             new InputSpool(),
+            $channel,
         );
         register_shutdown_function(static function () use ($conn): void {
             // Registered again from inside shutdown so it runs after the script's own
@@ -96,7 +112,8 @@ final class Connection
         });
 
         // PHP sends its headers only together with the first body byte, so this frame is what delivers the 101.
-        $conn->write(Frame::encode(Frame::OPEN));
+        // It always goes on STDOUT: that is where the daemon waits for the answer.
+        $conn->writeTo($out, Frame::encode(Frame::OPEN), true);
         return $conn;
     }
 
@@ -113,30 +130,74 @@ final class Connection
     /**
      * Wrap existing streams, for testing the codec without php-fpm.
      * No headers, no OPEN frame, no shutdown handling, no spool trimming.
+     * With $channel, frames go both ways on it, as on the side channel.
      *
      * @internal
      * @param resource $in
      * @param resource $out
+     * @param resource|null $channel
      */
-    public static function fromStreams($in, $out, string $id = 'test', int $maxMessage = Frame::DEFAULT_MAX_MESSAGE): self
+    public static function fromStreams($in, $out, string $id = 'test', int $maxMessage = Frame::DEFAULT_MAX_MESSAGE, $channel = null): self
     {
-        if (!is_resource($in) || !is_resource($out)) {
-            throw new Exception('fromStreams() needs two stream resources');
+        if (!is_resource($in) || !is_resource($out) || ($channel !== null && !is_resource($channel))) {
+            throw new Exception('fromStreams() needs stream resources');
         }
-        return new self($in, $out, $id, $maxMessage, false, null);
+        return new self($in, $out, $id, $maxMessage, false, null, $channel);
     }
 
     /**
-     * Block until the next message. Returns null once the connection is over
-     * (client closed, daemon went away, or PHP closed it); see closeCode().
+     * The connection's stream, to stream_select() on together with the
+     * script's own sockets: when it is readable, call receive(0) until it
+     * returns false (messages already read are buffered, select() cannot see
+     * them). Only on the side channel; without it there is no stream PHP can
+     * select on (php://input is not a socket).
+     *
+     * @return resource
+     * @throws Exception without the side channel (see usesSideChannel())
+     */
+    public function stream()
+    {
+        if ($this->channel === null) {
+            throw new Exception(
+                'stream() needs the side channel, which this connection does not use '
+                . '(wsfpm --side-channel off, or the daemon\'s socket cannot be reached: see the error log); '
+                . 'use receive($timeout) instead'
+            );
+        }
+        return $this->channel;
+    }
+
+    /** Whether frames travel on the side channel (else on STDIN/STDOUT). */
+    public function usesSideChannel(): bool
+    {
+        return $this->channel !== null;
+    }
+
+    /**
+     * Wait for the next message. Returns null once the connection is over
+     * (client closed, daemon went away, or PHP closed it; see closeCode()),
+     * and false when $timeout seconds passed without one (null: wait as long
+     * as it takes; 0: only what has already arrived).
      *
      * Besides the client's messages this returns channel messages
      * ($msg->channel set) once the script subscribe()d without forwarding, and
      * ticks ($msg->tick) once it asked for a timer with every(); never otherwise.
      */
-    public function receive(): ?Message
+    public function receive(?float $timeout = null): Message|false|null
     {
+        if ($timeout !== null && $timeout < 0) {
+            throw new Exception('receive(): the timeout must be null or at least 0 seconds');
+        }
+        $deadline = $timeout === null ? null : microtime(true) + $timeout;
+        $first = true;
         while (!$this->closed) {
+            // On the channel readiness is asked again after each frame skipped, so that a
+            // dropped tick or channel frame does not turn the wait into a blocking read.
+            // Without it one WAKE covers the whole call.
+            if ($deadline !== null && ($first || $this->channel !== null) && !$this->ready(max(0.0, $deadline - microtime(true)))) {
+                return false;
+            }
+            $first = false;
             $header = $this->read(Frame::HEADER_SIZE);
             if ($header === null) {
                 return $this->lost();
@@ -177,6 +238,17 @@ final class Connection
                 // One still in flight after unsubscribe() (or for a forwarded channel) is not what the script wants.
                 if (($this->subscriptions[$channel] ?? true) === false) {
                     return new Message($data, $binary, $channel);
+                }
+                continue;
+            }
+            if ($type === Frame::WAKE) {
+                $payload = $this->read($length);
+                if ($payload === null) {
+                    return $this->lost();
+                }
+                // Only the wake of this receive() call; earlier ones arrive after the message they waited for.
+                if ($length === 4 && unpack('N', $payload)[1] === $this->wakeSeq) {
+                    return false;
                 }
                 continue;
             }
@@ -337,6 +409,37 @@ final class Connection
         return $this->closeReason;
     }
 
+    /**
+     * Whether a frame can be read now or within $timeout seconds. On the side
+     * channel, select() answers; without it, php://input cannot be waited on
+     * with a timeout, so the daemon is asked to send a WAKE frame after it
+     * (and true is returned: receive() returns false when that WAKE comes first).
+     */
+    private function ready(float $timeout): bool
+    {
+        if ($this->channel === null) {
+            if ($this->underFpm) {
+                $this->wakeSeq = ($this->wakeSeq + 1) & 0xFFFFFFFF;
+                try {
+                    $this->write(Frame::encode(Frame::WAKE, Frame::wakePayload((int) ceil($timeout * 1000), $this->wakeSeq)));
+                } catch (Exception) {
+                    // The daemon is gone; the read that follows sees the end.
+                }
+            }
+            // (fromStreams() without a channel: there is no daemon to wake us; the read blocks.)
+            return true;
+        }
+        if (strlen($this->buf) - $this->bufAt >= Frame::HEADER_SIZE) {
+            return true;
+        }
+        $read = [$this->channel];
+        $none = null;
+        $seconds = (int) floor($timeout);
+        $n = @stream_select($read, $none, $none, $seconds, (int) (($timeout - $seconds) * 1e6));
+        // An interrupted select (a signal) counts as a timeout: the caller asked to be back by then.
+        return $n !== false && $n > 0;
+    }
+
     /** A channel, send or timer frame; the daemon's frame limit counts the whole payload. */
     private function writeFrame(int $type, string $payload): void
     {
@@ -370,6 +473,12 @@ final class Connection
                 // Nothing left to tell.
             }
         }
+        // Closed before the request ends, so the daemon has read every frame by the time it sees the end.
+        if ($this->channel !== null) {
+            @fclose($this->channel);
+            $this->channel = null;
+            $this->closed = true;
+        }
         // Otherwise php-fpm drains STDIN before ending the request, and the daemon only ends
         // STDIN after END_REQUEST: the worker would stay busy until the daemon's grace timeout.
         if (function_exists('fastcgi_finish_request')) {
@@ -380,6 +489,9 @@ final class Connection
     /** Exactly $length bytes, or null at end of input. fread() may return less than asked. */
     private function read(int $length): ?string
     {
+        if ($this->channel !== null) {
+            return $this->readChannel($length);
+        }
         $data = '';
         while (($missing = $length - strlen($data)) > 0) {
             $chunk = fread($this->in, $missing);
@@ -388,6 +500,34 @@ final class Connection
             }
             $data .= $chunk;
             $this->consumed(strlen($chunk));
+        }
+        return $data;
+    }
+
+    /** Reads as much as one recv() gives (several frames when they queue), and hands out $length bytes of it. */
+    private function readChannel(int $length): ?string
+    {
+        while (strlen($this->buf) - $this->bufAt < $length) {
+            $chunk = @fread($this->channel, max(65536, $length - (strlen($this->buf) - $this->bufAt)));
+            if ($chunk === false || $chunk === '') {
+                return null;
+            }
+            if ($this->bufAt > 0) {
+                $this->buf = substr($this->buf, $this->bufAt);
+                $this->bufAt = 0;
+            }
+            $this->buf .= $chunk;
+        }
+        if ($this->bufAt === 0 && strlen($this->buf) === $length) {
+            $data = $this->buf;
+            $this->buf = '';
+            return $data;
+        }
+        $data = substr($this->buf, $this->bufAt, $length);
+        $this->bufAt += $length;
+        if ($this->bufAt === strlen($this->buf)) {
+            $this->buf = '';
+            $this->bufAt = 0;
         }
         return $data;
     }
@@ -420,10 +560,23 @@ final class Connection
 
     private function write(string $bytes): void
     {
+        if ($this->channel !== null) {
+            $this->writeTo($this->channel, $bytes, false);
+            return;
+        }
+        $this->writeTo($this->out, $bytes, $this->underFpm);
+    }
+
+    /**
+     * @param resource $stream
+     * @param bool $flushFpm push php-fpm's own output buffer too (STDOUT under php-fpm)
+     */
+    private function writeTo($stream, string $bytes, bool $flushFpm): void
+    {
         $written = 0;
         $total = strlen($bytes);
         while ($written < $total) {
-            $n = @fwrite($this->out, $written === 0 ? $bytes : substr($bytes, $written));
+            $n = @fwrite($stream, $written === 0 ? $bytes : substr($bytes, $written));
             if ($n === false || $n === 0) {
                 $this->closed = true;
                 $this->closeCode ??= Frame::ABNORMAL;
@@ -431,8 +584,11 @@ final class Connection
             }
             $written += $n;
         }
-        fflush($this->out);
-        if ($this->underFpm) {
+        if ($stream === $this->channel) {
+            return;
+        }
+        fflush($stream);
+        if ($flushFpm) {
             // Pushes php-fpm's own buffer to the daemon now rather than at 8 KiB or script end.
             flush();
         }

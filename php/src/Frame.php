@@ -23,6 +23,8 @@ final class Frame
     public const CHANNEL = 0x14;
     public const TIMER = 0x20;
     public const TICK = 0x21;
+    /** receive($timeout) without the side channel: PHP asks for one after N ms, the daemon sends it back. */
+    public const WAKE = 0x22;
 
     // Events mode (docs/protocol.md, "Events mode").
     public const META = 0x30;
@@ -238,6 +240,12 @@ final class Frame
     /**
      * @throws Exception for an interval that is neither 0 (stop) nor 10 ms .. 2^32-1 ms
      */
+    /** A WAKE request: after $ms (capped at MAX_INTERVAL), the daemon sends WAKE($seq) back. */
+    public static function wakePayload(int $ms, int $seq): string
+    {
+        return pack('NN', min(max($ms, 0), self::MAX_INTERVAL), $seq & 0xFFFFFFFF);
+    }
+
     public static function timerPayload(int $ms): string
     {
         if ($ms !== 0 && ($ms < self::MIN_INTERVAL || $ms > self::MAX_INTERVAL)) {

@@ -360,6 +360,68 @@ test('frames split across many short reads', function () use ($C): void {
     check(TrickleStream::$reads > 2000, 'really was split (' . TrickleStream::$reads . ' reads)');
 });
 
+test('side channel: frames queued together are read in one recv and handed out in order', function () use ($C): void {
+    [$ours, $daemon] = stream_socket_pair(STREAM_PF_UNIX, STREAM_SOCK_STREAM, STREAM_IPPROTO_IP);
+    $big = random_bytes(100000);
+    fwrite($daemon, Frame::encode(Frame::TEXT, 'one') . Frame::encode(Frame::TEXT, 'two') . Frame::encode(0x11, 'skip me'));
+    $out = memstream();
+    $ws = Connection::fromStreams(memstream(), $out, 'id', 200000, $ours);
+    check($ws->usesSideChannel(), 'uses the channel');
+    check($ws->stream() === $ours, 'stream() is the channel');
+    same('one', $ws->receive()->data);
+    same('two', $ws->receive(0)->data, 'buffered: no select needed');
+    same(false, $ws->receive(0), 'nothing more now');
+    $ws->send('back');
+    same(Frame::encode(Frame::TEXT, 'back'), fread($daemon, 100), 'send goes to the channel');
+    same('', contents($out), 'not to STDOUT');
+    fwrite($daemon, Frame::encode(Frame::BINARY, $big));
+    $m = $ws->receive(5);
+    check($m->binary && $m->data === $big, '100 KB binary intact across several recvs');
+    fwrite($daemon, $C(1000, 'bye'));
+    same(null, $ws->receive());
+    same(1000, $ws->closeCode());
+});
+
+test('side channel: receive($timeout) returns false after about the timeout', function (): void {
+    // Both ends kept: a freed $daemon would be EOF, not silence.
+    [$ours, $daemon] = stream_socket_pair(STREAM_PF_UNIX, STREAM_SOCK_STREAM, STREAM_IPPROTO_IP);
+    $ws = Connection::fromStreams(memstream(), memstream(), 'id', 1024, $ours);
+    $t = microtime(true);
+    same(false, $ws->receive(0.15));
+    $took = microtime(true) - $t;
+    check($took >= 0.14 && $took < 1.0, "waited $took s");
+    throws(fn () => $ws->receive(-1), 'at least 0');
+});
+
+test('side channel: EOF from the daemon means 1006', function (): void {
+    [$ours, $daemon] = stream_socket_pair(STREAM_PF_UNIX, STREAM_SOCK_STREAM, STREAM_IPPROTO_IP);
+    fwrite($daemon, substr(Frame::encode(Frame::TEXT, 'cut'), 0, 6));
+    fclose($daemon);
+    $ws = Connection::fromStreams(memstream(), memstream(), 'id', 1024, $ours);
+    same(null, $ws->receive());
+    same(1006, $ws->closeCode());
+});
+
+test('side channel: frames fed byte by byte', function () use ($C): void {
+    $big = random_bytes(3000);
+    TrickleStream::$data = Frame::encode(Frame::TEXT, 'hello') . Frame::encode(Frame::BINARY, $big) . $C(1001, 'away');
+    TrickleStream::$reads = 0;
+    $ch = fopen('trickle://x', 'rb');
+    stream_set_read_buffer($ch, 0);
+    $ws = Connection::fromStreams(memstream(), memstream(), 'id', 10000, $ch);
+    same('hello', $ws->receive()->data);
+    check($ws->receive()->data === $big, 'binary payload intact');
+    same(null, $ws->receive());
+    same(1001, $ws->closeCode());
+    check(TrickleStream::$reads > 1000, 'really was split (' . TrickleStream::$reads . ' reads)');
+});
+
+test('stream() without a channel says why and what to use', function (): void {
+    [$ws] = conn();
+    check(!$ws->usesSideChannel(), 'no channel');
+    throws(fn () => $ws->stream(), 'receive($timeout)');
+});
+
 test('id() and fromStreams() argument check', function (): void {
     [$ws] = conn();
     same('abc', $ws->id());

@@ -100,6 +100,7 @@ export function bridge(ws: WebSocket, php: PhpEndpoint, who: BridgeIdentity, hub
   let wsClosed = false;
   let graceTimer: NodeJS.Timeout | null = null;
   let ticker: NodeJS.Timeout | null = null;
+  let waker: NodeJS.Timeout | null = null;
   let draining = false;
   let stallTimer: NodeJS.Timeout | null = null;
   const bucket = options.messageRate > 0 ? new TokenBucket(options.messageRate) : null;
@@ -224,6 +225,15 @@ export function bridge(ws: WebSocket, php: PhpEndpoint, who: BridgeIdentity, hub
     ticker.unref();
   };
 
+  const wake = (ms: number, seq: Buffer): void => {
+    if (waker) clearTimeout(waker);
+    waker = setTimeout(() => {
+      waker = null;
+      if (!phpEnded && !wsClosed) php.send(FrameType.Wake, seq);
+    }, ms);
+    waker.unref();
+  };
+
   php.attach({
     onFrame(frame) {
       switch (frame.type) {
@@ -245,7 +255,7 @@ export function bridge(ws: WebSocket, php: PhpEndpoint, who: BridgeIdentity, hub
         }
         default:
           try {
-            if (handleHubFrame(frame, { hub, id: who.id, setTimer })) return;
+            if (handleHubFrame(frame, { hub, id: who.id, setTimer, wake })) return;
           } catch (err) {
             if (!(err instanceof FrameError)) throw err;
             return brokeProtocol(wsfpmError('WSFPM_ERR_PHP_FRAME', err.message));
@@ -256,6 +266,7 @@ export function bridge(ws: WebSocket, php: PhpEndpoint, who: BridgeIdentity, hub
     onEnd(error) {
       phpEnded = true;
       if (ticker) clearInterval(ticker);
+      if (waker) clearTimeout(waker);
       if (graceTimer) clearTimeout(graceTimer);
       if (error) return fail(error);
       if (php.sawFatal && !closeSent) return fail(wsfpmError('WSFPM_ERR_PHP_DIED', 'PHP reported a fatal error'));
@@ -288,6 +299,7 @@ export function bridge(ws: WebSocket, php: PhpEndpoint, who: BridgeIdentity, hub
     hub.remove(who.id);
     pings.stop();
     if (ticker) clearInterval(ticker);
+    if (waker) clearTimeout(waker);
     if (!phpEnded) {
       php.send(FrameType.Close, closePayload(code, truncateReason(reasonBuf.toString('utf8'))));
       php.endInput();

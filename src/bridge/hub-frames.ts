@@ -1,10 +1,10 @@
 /**
- * PHP's requests to the hub (SUBSCRIBE, UNSUBSCRIBE, PUBLISH, SEND, TIMER),
+ * PHP's requests to the hub (SUBSCRIBE, UNSUBSCRIBE, PUBLISH, SEND, TIMER, WAKE),
  * carried in its own output stream. A malformed or over-limit request is a
  * broken protocol: it throws, and the bridge closes the connection (1011).
  */
 import { FrameType, FrameError, type Frame } from '../protocol/frames.ts';
-import { parsePublish, parseSend, parseSubscribe, parseTimer, parseUnsubscribe } from '../protocol/channel-frames.ts';
+import { parsePublish, parseSend, parseSubscribe, parseTimer, parseUnsubscribe, parseWake } from '../protocol/channel-frames.ts';
 import { type Hub } from '../hub/hub.ts';
 
 export interface HubFrameContext {
@@ -12,6 +12,8 @@ export interface HubFrameContext {
   id: string;
   /** Starts (ms > 0) or stops (0) this connection's timer. */
   setTimer(ms: number): void;
+  /** Sends WAKE(seq) back after `ms`, replacing a wake not yet sent. */
+  wake(ms: number, seq: Buffer): void;
 }
 
 /** True if the frame was a hub frame (handled), false if it is not one. */
@@ -38,6 +40,11 @@ export function handleHubFrame(frame: Frame, ctx: HubFrameContext): boolean {
     case FrameType.Timer:
       ctx.setTimer(parseTimer(frame.payload));
       return true;
+    case FrameType.Wake: {
+      const w = parseWake(frame.payload);
+      ctx.wake(w.ms, w.seq);
+      return true;
+    }
     default:
       return false;
   }

@@ -4,7 +4,14 @@
  * Life: open → header block (accept or refuse) → frames both ways → end.
  * Until the websocket side attaches, PHP's output is held (PHP may send
  * messages right after accepting, before the 101 is even written).
+ *
+ * With a side channel (side-channel.ts) claimed before the header block,
+ * frames flow over it both ways and the FastCGI request carries only the
+ * lifecycle (head, OPEN, STDERR, end). The request's end is reported only
+ * once the channel is closed too, so a frame PHP wrote just before ending
+ * is never overtaken by the end.
  */
+import type { Socket } from 'node:net';
 import { type FpmAddress } from '../fastcgi/address.ts';
 import { type CgiHead } from '../fastcgi/cgi-headers.ts';
 import { FcgiRequest } from '../fastcgi/request.ts';
@@ -12,6 +19,7 @@ import { FRAME_HEADER_LEN, FrameDecoder, FrameError, FrameType, encodeFrame, fra
 import { parseOpenPayload, type OpenMode } from '../protocol/event-frames.ts';
 import { wsfpmError, type WsfpmError } from '../errors.ts';
 import { type Log } from '../log.ts';
+import { type ChannelOffer } from './side-channel.ts';
 
 export interface PhpSink {
   onFrame(frame: Frame): void;
@@ -24,7 +32,12 @@ export interface PhpSink {
 export interface PhpEndpointOptions {
   maxMessage: number;
   maxHeaderBlock: number;
+  /** The side channel offered in `params`, if any. */
+  channel?: ChannelOffer;
 }
+
+/** After the request ended, how long a channel that PHP has not closed may still deliver, ms (a live worker closes it first). */
+const CHANNEL_LINGER_MS = 1000;
 
 const FATAL = /PHP (?:Fatal|Parse) error/;
 
@@ -32,6 +45,12 @@ export class PhpEndpoint {
   readonly #req: FcgiRequest;
   readonly #log: Log;
   readonly #decoder: FrameDecoder;
+  readonly #offer: ChannelOffer | undefined;
+  #channel: Socket | null = null;
+  #channelDecoder: FrameDecoder | null = null;
+  #channelHeld: Buffer[] = [];
+  #channelOpen = false;
+  #lingerTimer: NodeJS.Timeout | null = null;
   readonly head: Promise<CgiHead>;
   #held: Buffer[] = [];
   #heldBytes = 0;
@@ -49,6 +68,8 @@ export class PhpEndpoint {
     this.#log = log;
     this.#holdLimit = options.maxMessage + 64 * 1024;
     this.#decoder = new FrameDecoder(options.maxMessage, (frame) => this.#sink?.onFrame(frame));
+    this.#offer = options.channel;
+    this.#offer?.onClaim((socket) => this.#claimed(socket, options.maxMessage));
     let resolveHead!: (head: CgiHead) => void;
     let rejectHead!: (error: WsfpmError) => void;
     this.head = new Promise((resolve, reject) => {
@@ -69,7 +90,7 @@ export class PhpEndpoint {
         if (!this.#req.head) rejectHead(error ?? wsfpmError('WSFPM_ERR_PHP_ENDED'));
         this.#bodyWaiter?.(error);
         this.#heldWaiter?.();
-        this.#sink?.onEnd(error);
+        this.#finish();
       },
       onDrain: () => this.#sink?.onDrain(),
     }, { maxHeaderBlock: options.maxHeaderBlock });
@@ -143,51 +164,116 @@ export class PhpEndpoint {
     });
   }
 
+  /** Whether frames flow over the side channel (PHP claimed it before answering). */
+  get onChannel(): boolean {
+    return this.#channel !== null;
+  }
+
   /** Starts frame delivery; replays what PHP sent before the websocket existed. */
   attach(sink: PhpSink): void {
+    // PHP claims the channel before it answers; one not claimed by now never will be.
+    this.#offer?.withdraw();
     this.#sink = sink;
     this.#req.resumeStdout();
+    this.#channel?.resume();
     const held = this.#held;
     this.#held = [];
     this.#heldBytes = 0;
     for (const chunk of held) {
-      if (!this.#feed(chunk)) return;
+      if (!this.#feed(this.#decoder, chunk)) return;
     }
-    if (this.#endError !== undefined) sink.onEnd(this.#endError);
+    const channelHeld = this.#channelHeld;
+    this.#channelHeld = [];
+    for (const chunk of channelHeld) {
+      if (!this.#feed(this.#channelDecoder!, chunk)) return;
+    }
+    this.#finish();
   }
 
   /** One frame to PHP. False: wait for onDrain before sending more. */
   send(type: number, payload: Buffer): boolean {
-    return this.#req.writeStdin(encodeFrame(type, payload));
+    return this.#write(encodeFrame(type, payload));
   }
 
   /** One frame whose payload is given in parts (a head and unchanged data), so nothing is copied. */
   sendParts(type: number, parts: Buffer[]): boolean {
     const length = parts.reduce((n, p) => n + p.length, 0);
-    return this.#req.writeStdin([frameHeader(type, length), ...parts]);
+    return this.#write([frameHeader(type, length), ...parts]);
   }
 
-  /** Bytes written toward PHP that php-fpm has not taken yet: PHP is not reading. */
+  /** Bytes written toward PHP that it has not taken yet: PHP is not reading. */
   get inputBacklog(): number {
-    return this.#req.stdinBacklog;
+    return this.#req.stdinBacklog + (this.#channel?.writableLength ?? 0);
   }
 
-  /** EOF on php://input: PHP's receive() returns null once it has read what came before. */
+  /** EOF on PHP's input: its receive() returns null once it has read what came before. */
   endInput(): void {
+    if (this.#channelOpen) this.#channel!.end();
     this.#req.endStdin();
   }
 
   pause(): void {
     this.#req.pauseStdout();
+    this.#channel?.pause();
   }
 
   resume(): void {
     this.#req.resumeStdout();
+    if (this.#sink) this.#channel?.resume();
   }
 
-  /** Drops the FastCGI socket: PHP is aborted at its next read or write. */
+  /** Drops the FastCGI socket (and the channel): PHP is aborted at its next read or write. */
   destroy(): void {
+    this.#offer?.withdraw();
+    this.#channel?.destroy();
     this.#req.destroy();
+  }
+
+  #write(parts: Buffer[]): boolean {
+    const channel = this.#channel;
+    if (!channel) return this.#req.writeStdin(parts);
+    // PHP has closed its end: what it will never read is dropped, as STDIN's is after the request ends.
+    if (!this.#channelOpen || channel.writableEnded) return true;
+    if (parts.length === 1) return channel.write(parts[0]!);
+    channel.cork();
+    let ok = true;
+    for (const p of parts) ok = channel.write(p);
+    channel.uncork();
+    return ok;
+  }
+
+  #claimed(socket: Socket, maxMessage: number): void {
+    this.#channel = socket;
+    this.#channelOpen = true;
+    this.#channelDecoder = new FrameDecoder(maxMessage, (frame) => this.#sink?.onFrame(frame));
+    socket.on('data', (chunk: Buffer) => {
+      if (this.#sink) return void this.#feed(this.#channelDecoder!, chunk);
+      this.#channelHeld.push(chunk);
+      this.#heldBytes += chunk.length;
+      if (this.#heldBytes > this.#holdLimit) socket.pause();
+    });
+    socket.on('drain', () => this.#sink?.onDrain());
+    // A reset is how a killed worker's channel ends; the request's own end says what happened.
+    socket.on('error', () => {});
+    socket.once('close', () => {
+      this.#channelOpen = false;
+      this.#finish();
+    });
+    // Held, like STDOUT, until attach.
+    socket.resume();
+  }
+
+  /** Reports the end once both the request and the channel are over. */
+  #finish(): void {
+    if (this.#endError === undefined || !this.#sink) return;
+    if (this.#channelOpen) {
+      this.#lingerTimer ??= setTimeout(() => this.#channel?.destroy(), CHANNEL_LINGER_MS);
+      return;
+    }
+    if (this.#lingerTimer) clearTimeout(this.#lingerTimer);
+    const sink = this.#sink;
+    this.#sink = null;
+    sink.onEnd(this.#endError);
   }
 
   #onStdout(chunk: Buffer): void {
@@ -201,17 +287,18 @@ export class PhpEndpoint {
       }
       return;
     }
-    this.#feed(chunk);
+    this.#feed(this.#decoder, chunk);
   }
 
-  #feed(chunk: Buffer): boolean {
+  #feed(decoder: FrameDecoder, chunk: Buffer): boolean {
     try {
-      this.#decoder.push(chunk);
+      decoder.push(chunk);
       return true;
     } catch (err) {
       if (!(err instanceof FrameError)) throw err;
       const sink = this.#sink;
       this.#sink = null;
+      this.#channel?.destroy();
       this.#req.destroy();
       sink?.onEnd(wsfpmError('WSFPM_ERR_PHP_FRAME', err.message));
       return false;

@@ -60,6 +60,12 @@ export function parseTimer(p: Buffer): number {
   return ms;
 }
 
+/** WAKE from PHP: after `ms`, send WAKE(`seq`) back (receive($timeout) without the side channel). */
+export function parseWake(p: Buffer): { ms: number; seq: Buffer } {
+  if (p.length !== 8) throw new FrameError('WAKE payload must be 8 bytes');
+  return { ms: p.readUInt32BE(0), seq: Buffer.from(p.subarray(4, 8)) };
+}
+
 /** The CHANNEL frame's payload head: the data follows it unchanged, so it is never copied. */
 export function channelHead(channel: string, binary: boolean): Buffer {
   const name = Buffer.from(channel, 'latin1');

@@ -21,6 +21,7 @@ export const FrameType = Object.freeze({
   Channel: 0x14,
   Timer: 0x20,
   Tick: 0x21,
+  Wake: 0x22,
   Meta: 0x30,
 } as const);
 

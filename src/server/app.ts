@@ -26,6 +26,7 @@ import { registerPusher } from '../pusher/register.ts';
 import { reloadTls, serverOptions } from './tls.ts';
 import { Resolver } from './resolve.ts';
 import { registerUpgrades, type Upgrades } from '../upgrade/upgrade.ts';
+import { openSideChannel, type SideChannelListener } from '../bridge/side-channel.ts';
 
 export interface Daemon {
   app: FastifyInstance;
@@ -37,6 +38,8 @@ export interface Daemon {
   closeAll(code: number, reason: string): void;
   /** The php-fpm master wsfpm runs itself with `--fpm managed`, else null. */
   managed: ManagedFpm | null;
+  /** The side-channel listener bound scripts are offered, or null (off, or it could not be made). */
+  sideChannel: SideChannelListener | null;
   hub: Hub;
   /** Redis, when several nodes share channels (--redis). */
   broker: RedisBroker | null;
@@ -106,8 +109,18 @@ export async function createDaemon(config: Config, logStream?: { write(line: str
     fpm = config.fpm;
   }
   let upgrades: Upgrades | null = null;
+  const channel = config.sideChannel === 'auto'
+    ? await openSideChannel({
+      dir: config.sideChannelDir,
+      group: config.sideChannelGroup,
+      // A managed pool's workers run with the group named like their user (pool.ts).
+      fallbackGroup: managed ? config.fpmUser : '',
+      fpmSocket: fpm.kind === 'unix' ? fpm.path : null,
+    }, log)
+    : null;
+  if (channel) app.addHook('onClose', async () => channel.close());
   const resolver = new Resolver({ root: config.root, index: config.index, routes: config.routes });
-  const parts = await registerUpgrades(app, { config: () => config, fpm, fpmStatus, resolver, hub, metrics, controlEnv, log });
+  const parts = await registerUpgrades(app, { config: () => config, fpm, fpmStatus, resolver, hub, metrics, controlEnv, channel, log });
   upgrades = parts;
   // Standalone mode: requests that are not upgrades get PHP pages and static files (pages.ts).
   const pages = config.pages ? await registerPages(app, config, resolver, log, fpm, controlEnv) : null;
@@ -130,6 +143,7 @@ export async function createDaemon(config: Config, logStream?: { write(line: str
       for (const ws of app.websocketServer.clients) ws.close(code, reason);
     },
     managed,
+    sideChannel: channel,
     hub,
     broker,
     control: control ? { address: control.address, token: controlToken } : null,

@@ -15,6 +15,7 @@ import fastifyWebsocket from '@fastify/websocket';
 import type { WebSocket } from 'ws';
 import { bridge, type BridgeHandle, type BridgeObserver } from '../bridge/bridge.ts';
 import { PhpEndpoint } from '../bridge/php-endpoint.ts';
+import { type SideChannelListener } from '../bridge/side-channel.ts';
 import { type FpmAddress } from '../fastcgi/address.ts';
 import { groupHeaders, type CgiHead } from '../fastcgi/cgi-headers.ts';
 import { poolIsFull } from '../fpm/status.ts';
@@ -75,6 +76,8 @@ export interface UpgradeParts {
   metrics: Metrics;
   /** What PHP needs to reach the control API (CGI params). */
   controlEnv: Record<string, string>;
+  /** The side channel's listener; null: bound scripts use STDIN/STDOUT. */
+  channel: SideChannelListener | null;
   log: Log;
 }
 
@@ -224,7 +227,9 @@ export async function registerUpgrades(app: FastifyInstance, parts: UpgradeParts
       maxMessage: cfg.maxMessage,
       extra: { ...controlEnv, WSFPM_MAX_CHANNELS: String(cfg.maxChannels), WSFPM_MAX_META: String(cfg.maxMeta), WSFPM_EVENT: 'open' },
     }, script);
-    const php = new PhpEndpoint(fpm, params, { maxMessage: cfg.maxMessage, maxHeaderBlock: cfg.maxHeaderBlock }, log);
+    const offer = parts.channel?.offer();
+    if (offer) params.push(...offer.params as Array<[string, string]>);
+    const php = new PhpEndpoint(fpm, params, { maxMessage: cfg.maxMessage, maxHeaderBlock: cfg.maxHeaderBlock, channel: offer }, log);
     const onGone = (): void => {
       php.destroy();
       slot.release();

@@ -41,9 +41,15 @@ export function logSink(logs: Array<Record<string, unknown>>): { write(line: str
   };
 }
 
+/** WSFPM_TEST_SIDE_CHANNEL=off runs a suite's bound scripts on STDIN/STDOUT (npm test runs the PHP suites both ways). */
+function sideChannelMode(): Record<string, string> {
+  const mode = process.env.WSFPM_TEST_SIDE_CHANNEL;
+  return mode ? { sideChannel: mode } : {};
+}
+
 /** A daemon on port 0 whose pino lines are captured in `logs`. */
 export async function startDaemon(pool: FpmPool, flags: Record<string, string> = {}): Promise<Omit<Harness, 'pool'> & { pool: FpmPool }> {
-  const config = buildConfig({ root: FIXTURES, port: '0', fpm: `unix:${pool.socket}`, control: 'tcp:127.0.0.1:0', logLevel: 'debug', ...flags }, {});
+  const config = buildConfig({ root: FIXTURES, port: '0', fpm: `unix:${pool.socket}`, control: 'tcp:127.0.0.1:0', logLevel: 'debug', ...sideChannelMode(), ...flags }, {});
   const logs: Array<Record<string, unknown>> = [];
   const daemon = await createDaemon(config, logSink(logs));
   await daemon.app.listen({ host: '127.0.0.1', port: 0 });
