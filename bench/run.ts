@@ -61,6 +61,7 @@ rtt and throughput also measure the floor: php-fpm and the PHP library with no d
                       (figures are then slowed by profiling: written to latest-profiled.json)
   --profile-dir DIR   where the .cpuprofile files go, in wsfpm/ and raw/ (default: a temp dir)
   --json PATH         result file (default bench/results/latest.json)
+  --side-channel M    the daemons' --side-channel: auto (default) or off (frames on STDIN/STDOUT)
 `;
 
 function parseArgs(argv: string[]): Options {
@@ -79,6 +80,7 @@ function parseArgs(argv: string[]): Options {
     profile: false,
     profileDir: '',
     json: '',
+    sideChannel: 'auto',
   };
   const int = (flag: string, v: string | undefined, min = 1): number => {
     const n = Number(v);
@@ -113,6 +115,12 @@ function parseArgs(argv: string[]): Options {
       case '--profile': opts.profile = true; break;
       case '--profile-dir': opts.profileDir = path.resolve(value() ?? ''); break;
       case '--json': opts.json = path.resolve(value() ?? ''); break;
+      case '--side-channel': {
+        const v = value();
+        if (v !== 'auto' && v !== 'off') throw new Error('--side-channel takes auto or off');
+        opts.sideChannel = v;
+        break;
+      }
       default:
         if (a.startsWith('-')) throw new Error(`unknown flag ${a}\n\n${USAGE}`);
         if (a === 'all') opts.scenarios.push(...ORDER);
@@ -232,7 +240,7 @@ async function main(): Promise<void> {
       const size = Math.max(opts.throughputConnections, opts.subscribers + 1, 2 * opts.connectConcurrency) + 28;
       pool = await startPool(size);
       await waitWorkers(pool, size, 60_000);
-      wsfpm = await startWsfpm(pool, { maxConnections: size, nodeFlags: profileFlags('wsfpm') });
+      wsfpm = await startWsfpm(pool, { maxConnections: size, flags: { sideChannel: opts.sideChannel }, nodeFlags: profileFlags('wsfpm') });
       profiled(wsfpm.child);
       log(`php-fpm pool of ${size} workers (pm static), wsfpm daemon pid ${wsfpm.child.pid} on port ${wsfpm.child.port}, raw ws pid ${raw.child.pid} on port ${raw.child.port}`);
     }

@@ -21,6 +21,8 @@ export interface Options {
   profile: boolean;
   profileDir: string;
   json: string;
+  /** The daemons' --side-channel (auto: frames on the side channel; off: on STDIN/STDOUT). */
+  sideChannel: 'auto' | 'off';
 }
 
 export interface Context {

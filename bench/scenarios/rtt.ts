@@ -44,7 +44,7 @@ export async function rtt(ctx: Context): Promise<ScenarioResult> {
   ctx.log(`rtt: ${line('raw', raw)}; ${line('wsfpm', ws)}${floor ? `; ${line('floor', floor)}` : ''}`);
   return {
     rows: [
-      withFloor(row('rtt', `p50, ${SIZE} B echo, 1 connection`, 'ms', ws.p50, raw.p50, '≤ 1.5× raw', ws.p50 <= 1.5 * raw.p50), floor?.p50 ?? null),
+      withFloor(row('rtt', `p50, ${SIZE} B echo, 1 connection`, 'ms', ws.p50, raw.p50, '≤ 2× raw, ≤ floor + 25 µs', ws.p50 <= 2 * raw.p50 && (!floor || ws.p50 <= floor.p50 + 0.025)), floor?.p50 ?? null),
       withFloor(row('rtt', `p99, ${SIZE} B echo, 1 connection`, 'ms', ws.p99, raw.p99), floor?.p99 ?? null),
     ],
     details: { count, warmup: WARMUP, size: SIZE, raw, wsfpm: ws, floor: floor ?? null },

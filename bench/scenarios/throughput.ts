@@ -227,9 +227,9 @@ export async function throughput(ctx: Context): Promise<ScenarioResult> {
     const shape = `${o.connections}×${o.inFlight} in flight`;
     const add = (r: Row, floor: number | null | undefined): void => void rows.push(withFloor(r, floor ?? null));
     if (small) {
-      add(row('throughput', `${label} echoes/s, ${shape}`, 'msg/s', wr.msgPerSec, rr.msgPerSec, '≥ 0.55× raw', wr.msgPerSec >= 0.55 * rr.msgPerSec), fr?.msgPerSec);
+      add(row('throughput', `${label} echoes/s, ${shape}`, 'msg/s', wr.msgPerSec, rr.msgPerSec, '≥ 0.65× raw', wr.msgPerSec >= 0.65 * rr.msgPerSec), fr?.msgPerSec);
     } else {
-      add(row('throughput', `${label} echoed MB/s, ${shape}`, 'MB/s', wr.mbPerSec, rr.mbPerSec, '≥ 0.6× raw', wr.mbPerSec >= 0.6 * rr.mbPerSec), fr?.mbPerSec);
+      add(row('throughput', `${label} echoed MB/s, ${shape}`, 'MB/s', wr.mbPerSec, rr.mbPerSec, '≥ 0.85× raw', wr.mbPerSec >= 0.85 * rr.mbPerSec), fr?.mbPerSec);
       add(row('throughput', `${label} echoes/s`, 'msg/s', wr.msgPerSec, rr.msgPerSec), fr?.msgPerSec);
     }
     const split = Object.entries(ws.cpuByPart).map(([k, v]) => `${k} ${((v / ws.messages) * 1e6).toFixed(1)}`).join(' + ');
