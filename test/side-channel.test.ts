@@ -142,6 +142,15 @@ describe('side channel, offered', () => {
     assert.match(String(tokenRefusals(h.logs).slice(before)[0]?.detail), /no token within 2000 ms/);
   });
 
+  it('leaves no offer behind for an events-mode connection, which never claims one', async () => {
+    const c = await open(h.url('/ev-echo.php'));
+    c.ws.send('hi');
+    await c.next();
+    assert.equal(h.daemon.sideChannel!.pending, 0);
+    c.ws.close();
+    await c.closed;
+  });
+
   it('keeps its listener in a 0750 directory with a 0660 socket', async () => {
     const { stat } = await import('node:fs/promises');
     const dir = h.daemon.sideChannel!.dir;
