@@ -53,6 +53,7 @@ export interface Config {
   maxChannels: number;
   historySize: number;
   historyTtl: number;
+  historyChannels: number;
   redis: string;
   maxConnections: number;
   maxPerIp: number;
@@ -251,6 +252,7 @@ export function buildConfig(flags: Record<string, string>, env: NodeJS.ProcessEn
     maxChannels: num('maxChannels'),
     historySize: num('historySize'),
     historyTtl: num('historyTtl'),
+    historyChannels: num('historyChannels'),
     redis: get('redis', (raw) => {
       if (raw && !/^rediss?:\/\/[^\s]+$/.test(raw)) throw new Error('expected redis://HOST:PORT[/DB] or rediss://…');
       return raw;

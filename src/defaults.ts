@@ -74,6 +74,8 @@ export const DEFAULTS = Object.freeze({
   historySize: 100,
   /** How long a channel's messages are kept for resuming, and how long the channel keeps history after its last history subscription, ms. */
   historyTtl: 300_000,
+  /** Channels keeping history in this node's memory at once; past it the least recently used one is forgotten (its clients are told "lost"). */
+  historyChannels: 10_000,
   /** Proxies whose X-Forwarded-For/-Host/-Proto are believed: IPs or CIDR ranges, comma-separated; empty trusts none. */
   trustProxy: '127.0.0.1,::1',
   /** Origins allowed besides the request's own host, comma-separated; `*` allows any. */
@@ -123,6 +125,7 @@ export const BOUNDS: Readonly<Record<string, readonly [number, number]>> = Objec
   maxChannels: [1, 100_000],
   historySize: [0, 10_000],
   historyTtl: [1_000, 86_400_000],
+  historyChannels: [1, 1_000_000],
   maxPerIp: [1, 1_000_000],
   maxEventConnections: [1, 10_000_000],
   eventConcurrency: [1, 4_096],

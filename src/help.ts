@@ -38,6 +38,7 @@ export const HELP: Record<keyof typeof DEFAULTS, string> = {
   maxChannels: 'channel subscriptions one connection may hold',
   historySize: 'messages a channel keeps for reconnecting clients, for channels subscribed with history (0: history off)',
   historyTtl: 'how long a channel\'s messages are kept for resuming, and its history after the last history subscription, ms',
+  historyChannels: 'channels keeping history in memory at once (without --redis); past it the least recently used is forgotten',
   redis: 'Redis URL shared by several wsfpm nodes (channels, presence, sends by id); "" for one node',
   trustProxy: 'proxies whose X-Forwarded-* headers are believed: IPs or CIDRs ("" trusts none)',
   allowOrigins: 'origins allowed besides the same host, comma-separated (* for any)',

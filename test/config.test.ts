@@ -51,6 +51,7 @@ const EXPECTED_BOUNDS: Record<string, [number, number]> = {
   maxChannels: [1, 100_000],
   historySize: [0, 10_000],
   historyTtl: [1_000, 86_400_000],
+  historyChannels: [1, 1_000_000],
   maxPerIp: [1, 1_000_000],
   maxEventConnections: [1, 10_000_000],
   eventConcurrency: [1, 4_096],
@@ -111,6 +112,7 @@ describe('defaults', () => {
       maxChannels: 100,
       historySize: 100,
       historyTtl: 300_000,
+      historyChannels: 10_000,
       redis: '',
       maxPerIp: 100,
       maxEventConnections: 10_000,
@@ -292,7 +294,7 @@ describe('precedence: flag > environment > default', () => {
   });
 
   test('every setting can be given by flag and by environment', () => {
-    const flags = { host: '0.0.0.0', port: '9000', fpm: 'tcp:127.0.0.1:9001', root: '/var/www', index: 'app.php', routes: '/ws=ws.php', pages: 'no', maxMessage: '2m', handshakeTimeout: '3s', pingInterval: '0', closeGrace: '1s', highWater: '32k', allowOrigins: '*', maxConnections: '10', maxRejectBody: '0', maxHeaderBlock: '4k', logLevel: 'silent', trustProxy: '10.0.0.0/8', fpmStatus: 'unix:/run/status.sock', fpmUser: 'www-data', fpmInherit: '/etc/php/www.conf', sideChannel: 'off', sideChannelDir: '/run/wsfpm', sideChannelGroup: 'www-data', control: 'unix:/run/wsfpm.sock', controlToken: '0123456789abcdef', doctorToken: 'fedcba9876543210', maxChannels: '7', pusherApps: '1:key1:0123456789abcdef:client-events', redis: 'redis://127.0.0.1:6379/2', maxPerIp: '5', messageRate: '0', requestTimeout: '2s', drainTimeout: '1m', stallTimeout: '5s', upstream: 'http://127.0.0.1:8080', upstreamTimeout: '30s', wsPaths: '/ws/, /live/', tlsCert: 'tls/cert.pem', tlsKey: '/etc/wsfpm/key.pem', redirectPort: '8080', maxEventConnections: '50000', eventConcurrency: '3', eventTimeout: '2s', eventQueue: '9', maxMeta: '1k', historySize: '50', historyTtl: '2m' };
+    const flags = { host: '0.0.0.0', port: '9000', fpm: 'tcp:127.0.0.1:9001', root: '/var/www', index: 'app.php', routes: '/ws=ws.php', pages: 'no', maxMessage: '2m', handshakeTimeout: '3s', pingInterval: '0', closeGrace: '1s', highWater: '32k', allowOrigins: '*', maxConnections: '10', maxRejectBody: '0', maxHeaderBlock: '4k', logLevel: 'silent', trustProxy: '10.0.0.0/8', fpmStatus: 'unix:/run/status.sock', fpmUser: 'www-data', fpmInherit: '/etc/php/www.conf', sideChannel: 'off', sideChannelDir: '/run/wsfpm', sideChannelGroup: 'www-data', control: 'unix:/run/wsfpm.sock', controlToken: '0123456789abcdef', doctorToken: 'fedcba9876543210', maxChannels: '7', pusherApps: '1:key1:0123456789abcdef:client-events', redis: 'redis://127.0.0.1:6379/2', maxPerIp: '5', messageRate: '0', requestTimeout: '2s', drainTimeout: '1m', stallTimeout: '5s', upstream: 'http://127.0.0.1:8080', upstreamTimeout: '30s', wsPaths: '/ws/, /live/', tlsCert: 'tls/cert.pem', tlsKey: '/etc/wsfpm/key.pem', redirectPort: '8080', maxEventConnections: '50000', eventConcurrency: '3', eventTimeout: '2s', eventQueue: '9', maxMeta: '1k', historySize: '50', historyTtl: '2m', historyChannels: '500' };
     const env = Object.fromEntries(Object.entries(flags).map(([k, v]) => [envName(k), v]));
     const expected: Config = {
       host: '0.0.0.0',
@@ -328,6 +330,7 @@ describe('precedence: flag > environment > default', () => {
       maxChannels: 7,
       historySize: 50,
       historyTtl: 120_000,
+      historyChannels: 500,
       redis: 'redis://127.0.0.1:6379/2',
       maxPerIp: 5,
       maxEventConnections: 50_000,

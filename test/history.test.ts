@@ -87,6 +87,26 @@ describe('MemoryHistory', () => {
     assert.deepEqual(recs[0], { epoch: 'e2', offset: 0, entries: [], lost: true });
   });
 
+  it('keeps at most `channels` channels: the least recently used goes, and resumes as lost', () => {
+    let n = 0;
+    const store = new MemoryHistory({ size: 10, ttl: 60_000, channels: 3 }, () => `e${++n}`, () => 1_000);
+    for (const ch of ['a', 'b', 'c']) store.recover(ch, null, () => {});
+    // 'a' is used again, so 'b' is now the least recently used.
+    store.append('a', b('x'), false, null, () => {});
+    store.recover('d', null, () => {});
+    assert.equal(store.channels, 3);
+    assert.equal(store.evicted, 1);
+    assert.deepEqual(['a', 'b', 'c', 'd'].map((ch) => store.keeps(ch)), [true, false, true, true]);
+    const recs: Recovery[] = [];
+    store.recover('b', { epoch: 'e2', offset: 0 }, (r) => recs.push(r));
+    assert.equal(recs[0]!.lost, true);
+    assert.notEqual(recs[0]!.epoch, 'e2');
+    assert.equal(store.channels, 3, 'still within the bound after b came back');
+    const got: Array<Position | null> = [];
+    store.append('a', b('y'), false, null, (p) => got.push(p));
+    assert.deepEqual(got, [{ epoch: 'e1', offset: 2 }], 'a kept its history throughout');
+  });
+
   it('a touch keeps a quiet channel with a subscriber alive', () => {
     let now = 0;
     const store = new MemoryHistory({ size: 10, ttl: 500 }, () => 'e', () => now);

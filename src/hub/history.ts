@@ -108,11 +108,14 @@ export interface HistoryLimits {
   size: number;
   /** ms a message is kept; also how long a channel keeps history after its last history subscription. */
   ttl: number;
+  /** Channels kept at once in memory (Redis keeps its own, bounded by the ttl); absent: no bound. */
+  channels?: number;
 }
 
 /** This node's history: lost with the process (a restart changes every epoch). */
 export class MemoryHistory implements HistoryStore {
   readonly #rings = new Map<string, { ring: HistoryRing; until: number }>();
+  #evicted = 0;
 
   constructor(
     private readonly limits: HistoryLimits,
@@ -127,7 +130,11 @@ export class MemoryHistory implements HistoryStore {
   recover(channel: string, since: Position | null, done: (r: Recovery) => void): void {
     const now = this.now();
     let held = this.#live(channel);
-    if (!held) this.#rings.set(channel, (held = { ring: new HistoryRing(this.newEpoch(), this.limits.size), until: 0 }));
+    if (!held) {
+      this.#makeRoom();
+      held = { ring: new HistoryRing(this.newEpoch(), this.limits.size), until: 0 };
+    }
+    this.#use(channel, held);
     held.until = now + this.limits.ttl;
     held.ring.expire(now - this.limits.ttl);
     done(recoverFrom(held.ring.epoch, held.ring.top, held.ring.entries(), since, now - this.limits.ttl));
@@ -139,6 +146,7 @@ export class MemoryHistory implements HistoryStore {
     const now = this.now();
     held.ring.expire(now - this.limits.ttl);
     const entry = held.ring.append(data, binary, now);
+    this.#use(channel, held);
     held.until = Math.max(held.until, now + this.limits.ttl);
     done({ epoch: held.ring.epoch, offset: entry.offset });
   }
@@ -156,6 +164,29 @@ export class MemoryHistory implements HistoryStore {
 
   get channels(): number {
     return this.#rings.size;
+  }
+
+  /** Channels forgotten to stay within `limits.channels`. */
+  get evicted(): number {
+    return this.#evicted;
+  }
+
+  /** Moves the channel to the end of the map, which is thus in order of last use. */
+  #use(channel: string, held: { ring: HistoryRing; until: number }): void {
+    this.#rings.delete(channel);
+    this.#rings.set(channel, held);
+  }
+
+  /** Before a new channel: expired ones go first, then the least recently used (its clients resume as lost: a new epoch). */
+  #makeRoom(): void {
+    const cap = this.limits.channels ?? Infinity;
+    if (this.#rings.size < cap) return;
+    this.sweep();
+    for (const channel of this.#rings.keys()) {
+      if (this.#rings.size < cap) break;
+      this.#rings.delete(channel);
+      this.#evicted++;
+    }
   }
 
   #live(channel: string): { ring: HistoryRing; until: number } | null {

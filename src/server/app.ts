@@ -70,7 +70,7 @@ export async function createDaemon(config: Config, logStream?: { write(line: str
   const hub = new Hub(config.maxChannels);
   const broker = config.redis ? await RedisBroker.start(config.redis, hub, log) : null;
   if (broker) app.addHook('onClose', async () => broker.stop());
-  const stopHistory = keepHistory(hub, { size: config.historySize, ttl: config.historyTtl }, broker);
+  const stopHistory = keepHistory(hub, { size: config.historySize, ttl: config.historyTtl, channels: config.historyChannels }, broker);
   app.addHook('onClose', async () => stopHistory());
   const controlToken = config.controlToken || randomBytes(24).toString('hex');
   let fpmStatus = config.fpmStatus;
