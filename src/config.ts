@@ -82,6 +82,8 @@ function address(raw: string, listen = false): FpmAddress {
 
 /** Settings where an empty value means "none" (WSFPM_INDEX= disables the front controller); elsewhere an empty variable counts as unset. */
 const EMPTY_MEANS_NONE = new Set<Key>(['index', 'routes', 'allowOrigins', 'trustProxy', 'fpmStatus', 'fpmUser', 'fpmInherit', 'sideChannelDir', 'sideChannelGroup', 'control', 'controlToken', 'doctorToken', 'pusherApps', 'redis', 'upstream', 'wsPaths', 'tlsCert', 'tlsKey']);
+/** A user or group name as useradd/groupadd accept it. */
+const UNIX_NAME = /^[a-z_][a-z0-9_-]*\$?$/i;
 const SECRET_KEYS = new Set<Key>(['controlToken', 'doctorToken', 'pusherApps']);
 const SIZE_KEYS = new Set<Key>(['maxMessage', 'highWater', 'maxRejectBody', 'maxHeaderBlock', 'maxMeta']);
 const TIME_KEYS = new Set<Key>(['handshakeTimeout', 'pingInterval', 'closeGrace', 'requestTimeout', 'drainTimeout', 'stallTimeout', 'upstreamTimeout', 'eventTimeout', 'historyTtl']);
@@ -207,11 +209,11 @@ export function buildConfig(flags: Record<string, string>, env: NodeJS.ProcessEn
       return raw;
     }),
     sideChannelGroup: get('sideChannelGroup', (raw) => {
-      if (raw && !/^(\d+|[a-z_][a-z0-9_-]*\$?)$/i.test(raw)) throw new Error('expected a group name or gid');
+      if (raw && !/^\d+$/.test(raw) && !UNIX_NAME.test(raw)) throw new Error('expected a group name or gid');
       return raw;
     }),
     fpmUser: get('fpmUser', (raw) => {
-      if (raw && !/^[a-z_][a-z0-9_-]*\$?$/i.test(raw)) throw new Error('expected a user name');
+      if (raw && !UNIX_NAME.test(raw)) throw new Error('expected a user name');
       return raw;
     }),
     fpmInherit: get('fpmInherit', (raw) => (raw ? path.resolve(cwd, raw) : '')),

@@ -7,7 +7,7 @@
  */
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { cp, mkdtemp, rm, chmod } from 'node:fs/promises';
+import { chmod, cp, mkdtemp, rm, stat } from 'node:fs/promises';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -126,7 +126,7 @@ describe('side channel, offered', () => {
     assert.equal(r.status, 403);
     const token = r.body.trim();
     assert.match(token, /^[0-9a-f]{32}$/);
-    const address = `unix:${path.join(h.daemon.sideChannel!.dir, 'ch.sock')}`;
+    const address = h.daemon.sideChannel!.address;
     const before = tokenRefusals(h.logs).length;
     assert.equal((await claim(address, Buffer.from(token, 'hex'))).reply.length, 0);
     await until('the refusal log line', () => tokenRefusals(h.logs).length > before);
@@ -134,7 +134,7 @@ describe('side channel, offered', () => {
   });
 
   it('closes a connection that presents no token within 2 s', async () => {
-    const address = `unix:${path.join(h.daemon.sideChannel!.dir, 'ch.sock')}`;
+    const address = h.daemon.sideChannel!.address;
     const before = tokenRefusals(h.logs).length;
     const { reply, closedAfterMs } = await claim(address, null);
     assert.equal(reply.length, 0);
@@ -152,10 +152,9 @@ describe('side channel, offered', () => {
   });
 
   it('keeps its listener in a 0750 directory with a 0660 socket', async () => {
-    const { stat } = await import('node:fs/promises');
     const dir = h.daemon.sideChannel!.dir;
     assert.equal((await stat(dir)).mode & 0o777, 0o750);
-    assert.equal((await stat(path.join(dir, 'ch.sock'))).mode & 0o777, 0o660);
+    assert.equal((await stat(h.daemon.sideChannel!.address)).mode & 0o777, 0o660);
   });
 
   it('receive($timeout) times out and still delivers', async () => timeoutThenEcho(h, true));
