@@ -61,6 +61,8 @@ async function spoolBytes(pids: number[], spoolDir: string): Promise<number> {
 interface Sample {
   atS: number;
   daemonRssMiB: number;
+  /** The daemon's V8 heap and Buffers, from its /metrics: what an RSS step is made of. */
+  daemonHeap: DaemonHeap;
   fpmPssMiB: number;
   workers: number;
   /** Summed over the workers (not the master), KiB. */
@@ -72,6 +74,23 @@ interface Sample {
   spoolKiB: number;
   sent: number;
   received: number;
+}
+
+interface DaemonHeap {
+  heapUsedMiB: number;
+  heapTotalMiB: number;
+  externalMiB: number;
+}
+
+/** prom-client's default Node metrics, read off the control listener (no token needed for /metrics). */
+async function daemonHeap(controlPort: number): Promise<DaemonHeap> {
+  const text = await fetch(`http://127.0.0.1:${controlPort}/metrics`).then((r) => r.text()).catch(() => '');
+  const mib = (name: string): number => +(Number(new RegExp(`^${name} ([0-9.e+]+)`, 'm').exec(text)?.[1] ?? 0) / 1048576).toFixed(1);
+  return {
+    heapUsedMiB: mib('wsfpm_process_nodejs_heap_size_used_bytes'),
+    heapTotalMiB: mib('wsfpm_process_nodejs_heap_size_total_bytes'),
+    externalMiB: mib('wsfpm_process_nodejs_external_memory_bytes'),
+  };
 }
 
 /** Connection n's message number k: "n:k", padded to --message-bytes. */
@@ -98,10 +117,11 @@ function thirds(samples: Sample[]): number[] {
 async function main(): Promise<void> {
   const pool = await FpmPool.start({ maxChildren: connections + 10, privateSessions: true });
   const port = await freePort();
+  const controlPort = await freePort();
   const daemon = spawn(process.execPath, [
     path.join(ROOT, 'bin/wsfpm.js'), '--fpm', `unix:${pool.socket}`, '--root', path.join(ROOT, 'examples/echo'),
     '--port', String(port), '--max-connections', String(connections + 10), '--max-per-ip', String(connections + 10),
-    '--control', 'tcp:127.0.0.1:0', '--log-level', 'warn',
+    '--control', `tcp:127.0.0.1:${controlPort}`, '--log-level', 'warn',
   ], { stdio: ['ignore', 'inherit', 'inherit'] });
   const clients: WebSocket[] = [];
   const expected: number[] = [];
@@ -162,6 +182,7 @@ async function main(): Promise<void> {
       samples.push({
         atS: Math.round((Date.now() - started) / 1000),
         daemonRssMiB: +((await kib(`/proc/${daemon.pid}/status`, /^VmRSS:\s+(\d+) kB/m)) / 1024).toFixed(1),
+        daemonHeap: await daemonHeap(controlPort),
         fpmPssMiB: +((sum.Pss + masterPss) / 1024).toFixed(1),
         workers: workers.length,
         workersKiB: sum,
@@ -204,6 +225,7 @@ async function main(): Promise<void> {
       outOfOrder: disorder,
       closedEarly,
       daemonRssMiB: { warm: warm.daemonRssMiB, last: last.daemonRssMiB, driftPercent: drift(warm.daemonRssMiB, last.daemonRssMiB) },
+      daemonHeapMiB: { warm: warm.daemonHeap, last: last.daemonHeap },
       fpmPssMiB: { warm: warm.fpmPssMiB, last: last.fpmPssMiB, driftPercent: drift(warm.fpmPssMiB, last.fpmPssMiB) },
       perWorkerKiB: growthPerWorker(warm, last),
       perWorkerPssGrowthByThirdKiB: thirds(samples.filter((s) => s.atS >= warm.atS)),
