@@ -159,6 +159,20 @@ describe('PHP accepts or refuses', () => {
     assert.equal(r.body, 'go away');
   });
 
+  it('leaves out a header of PHP\'s refusal that HTTP forbids, keeps the rest, and logs it', async () => {
+    const before = h.logs.length;
+    const res = await rawUpgrade(h.port, '/reject-bad-header.php');
+    assert.match(res, /^HTTP\/1\.1 403 Forbidden\r\n/);
+    assert.match(res, /\r\nX-Good: yes\r\n/i);
+    assert.match(res, /\r\nSet-Cookie: a=1\r\n/i);
+    assert.match(res, /\r\nSet-Cookie: b=2\r\n/i);
+    assert.doesNotMatch(res, /X-Bad/i);
+    assert.match(res, /\r\nconnection: close\r\n/i);
+    const line = h.logs.slice(before).find((l) => l.code === 'WSFPM_ERR_PHP_HEADERS');
+    assert.deepEqual(line?.dropped, ['X-Bad']);
+    await assertStillServes();
+  });
+
   it('returns a page that is not a websocket script as it is', async () => {
     const r = await refusal(h.url('/plain.php'));
     assert.equal(r.status, 200);

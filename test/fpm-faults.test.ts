@@ -6,6 +6,8 @@ import net from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { open, refusal, startDaemon, startPool, type Harness } from './helpers/harness.ts';
 import type { FpmPool } from '../src/fpm/pool.ts';
+import { PoolGate } from '../src/fpm/status.ts';
+import type { Log } from '../src/log.ts';
 
 describe('php-fpm unreachable', () => {
   let h: Omit<Harness, 'pool'>;
@@ -103,5 +105,37 @@ describe('php-fpm over TCP, stopped and restarted', () => {
     assert.equal(await again.text(), 'back');
     again.ws.close();
     await again.closed;
+  });
+});
+
+/** A Log that keeps what it is given at warn and above. */
+function recordingLog(lines: Array<Record<string, unknown>>): Log {
+  const keep = (obj: object | string): void => void lines.push(typeof obj === 'string' ? { msg: obj } : { ...obj });
+  const log: Log = { error: keep, warn: keep, info() {}, debug() {}, child: () => log };
+  return log;
+}
+
+describe('the status gate (--fpm-status)', () => {
+  let pool: FpmPool;
+  before(async () => {
+    pool = await startPool(3);
+  });
+  after(async () => pool?.stop());
+
+  it('lets one reading serve a burst, counting its idle workers off: 3 of 8 at once are admitted, not 8', async () => {
+    const logs: Array<Record<string, unknown>> = [];
+    const gate = new PoolGate({ kind: 'unix', path: pool.statusSocket }, recordingLog(logs));
+    const answers = await Promise.all(Array.from({ length: 8 }, () => gate.admit()));
+    assert.equal(answers.filter((a) => a === null).length, 3);
+    for (const a of answers.filter((x) => x !== null)) assert.equal(a!.code, 'WSFPM_ERR_POOL_FULL');
+    assert.equal(logs.length, 0);
+  });
+
+  it('lets upgrades through, with one log line per reading, when the status socket cannot be read', async () => {
+    const logs: Array<Record<string, unknown>> = [];
+    const gate = new PoolGate({ kind: 'unix', path: '/nonexistent/wsfpm-status.sock' }, recordingLog(logs));
+    const answers = await Promise.all(Array.from({ length: 5 }, () => gate.admit()));
+    assert.deepEqual(answers, [null, null, null, null, null]);
+    assert.equal(logs.filter((l) => l.code === 'WSFPM_ERR_FPM_STATUS').length, 1);
   });
 });

@@ -39,17 +39,57 @@ export async function readPoolStatus(address: FpmAddress, path = '/status'): Pro
   };
 }
 
+/** How long one reading of the status page stands for admissions, ms. */
+const STATUS_FRESH_MS = 250;
+
 /**
  * A 503 when php-fpm's status listener says no worker is idle: a request
- * now would only queue. If the status cannot be read, the upgrade goes
- * ahead (the handshake timeout still bounds it) and the failure is logged.
+ * now would only queue. One reading serves the upgrades of the next
+ * STATUS_FRESH_MS, each counting one idle worker off it, and upgrades that
+ * arrive while a reading is under way share it: a burst of connections
+ * costs a few status requests, not one each. When the count runs out or
+ * the reading is old the page is asked again. If it cannot be read, the
+ * upgrade goes ahead (the handshake timeout still bounds it) and the
+ * failure is logged once per reading.
  */
-export async function poolIsFull(status: FpmAddress, log: Log): Promise<WsfpmError | null> {
-  try {
-    const s = await readPoolStatus(status);
-    return s.idle > 0 ? null : wsfpmError('WSFPM_ERR_POOL_FULL', `${s.active} of ${s.total} workers busy`);
-  } catch (err) {
-    log.warn({ code: 'WSFPM_ERR_FPM_STATUS', detail: (err as Error).message }, 'cannot read php-fpm status; going ahead');
+export class PoolGate {
+  readonly #status: FpmAddress;
+  readonly #log: Log;
+  #idle = 0;
+  #total = 0;
+  #at = 0;
+  #reading: Promise<boolean> | null = null;
+
+  constructor(status: FpmAddress, log: Log) {
+    this.#status = status;
+    this.#log = log;
+  }
+
+  async admit(): Promise<WsfpmError | null> {
+    if (this.#idle <= 0 || Date.now() - this.#at >= STATUS_FRESH_MS) {
+      if (!(await this.#read())) return null;
+    }
+    if (this.#idle <= 0) return wsfpmError('WSFPM_ERR_POOL_FULL', `${this.#total - this.#idle} of ${this.#total} workers busy`);
+    this.#idle--;
     return null;
+  }
+
+  /** False when the page could not be read (logged). */
+  #read(): Promise<boolean> {
+    this.#reading ??= readPoolStatus(this.#status).then(
+      (s) => {
+        this.#idle = s.idle;
+        this.#total = s.total;
+        this.#at = Date.now();
+        return true;
+      },
+      (err: unknown) => {
+        this.#log.warn({ code: 'WSFPM_ERR_FPM_STATUS', detail: (err as Error).message }, 'cannot read php-fpm status; going ahead');
+        return false;
+      },
+    ).finally(() => {
+      this.#reading = null;
+    });
+    return this.#reading;
   }
 }

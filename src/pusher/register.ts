@@ -38,6 +38,11 @@ export interface PusherOptions {
 
 const SUPPORTED_PROTOCOLS = new Set(['5', '6', '7']);
 
+/** The websocket path pusher-js connects to, `/app/KEY`: upgrades to it go to this face's route. */
+export function isPusherSocketPath(path: string): boolean {
+  return path.startsWith('/app/') && path.length > 5 && path.indexOf('/', 5) === -1;
+}
+
 export async function registerPusher(app: FastifyInstance, options: PusherOptions): Promise<void> {
   const { hub } = options;
   const log = options.log.child({ face: 'pusher' });

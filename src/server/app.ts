@@ -22,7 +22,7 @@ import { type Log } from '../log.ts';
 import { registerPages } from './pages.ts';
 import { registerFront } from './front.ts';
 import { registerRedirect } from './redirect.ts';
-import { registerPusher } from '../pusher/register.ts';
+import { isPusherSocketPath, registerPusher } from '../pusher/register.ts';
 import { reloadTls, serverOptions } from './tls.ts';
 import { Resolver } from './resolve.ts';
 import { registerUpgrades, type Upgrades } from '../upgrade/upgrade.ts';
@@ -128,8 +128,9 @@ export async function createDaemon(config: Config, logStream?: { write(line: str
   const front = config.upstream ? await registerFront(app, config, log) : null;
   if (config.redirectPort) registerRedirect(app, config, log);
   // pusher-js / laravel-echo on /app/KEY and the Pusher HTTP API (src/pusher/).
-  if (config.pusherApps.length > 0) await registerPusher(app, { config: () => config, hub, broker, fpm, metrics, log });
-  parts.route({ pages, front });
+  const pusher = config.pusherApps.length > 0;
+  if (pusher) await registerPusher(app, { config: () => config, hub, broker, fpm, metrics, log });
+  parts.route({ pages, front, delegate: pusher ? isPusherSocketPath : undefined });
 
   return {
     app,

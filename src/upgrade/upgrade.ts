@@ -1,15 +1,18 @@
 /**
- * Websocket upgrades: fastify with @fastify/websocket. An upgrade is checked
- * (handshake, Origin, limits, script), then PHP decides: the preValidation
- * hook opens the FastCGI request and waits for PHP's header block.
+ * Websocket upgrades. wsfpm's own are taken off the server's 'upgrade'
+ * event and completed with ws's handleUpgrade (the server @fastify/websocket
+ * made, in noServer mode); fastify's route still sees the rest: the Pusher
+ * face, the doctor, h2c upgrades of pages, and a front's pass-through. An
+ * upgrade is checked (handshake, Origin, limits, script), then PHP decides:
+ * the FastCGI request is opened and the daemon waits for PHP's header block.
  * `Status: 101` lets the handshake complete; anything else becomes the HTTP
  * response. The OPEN frame after the 101 names the strategy: the bound
  * bridge (the request stays open for the connection's life) or the event
  * dispatcher (the daemon holds the websocket, the script runs per event).
  */
 import { randomBytes } from 'node:crypto';
-import type { IncomingMessage, ServerResponse } from 'node:http';
-import type { Socket } from 'node:net';
+import type { IncomingMessage } from 'node:http';
+import type { Duplex } from 'node:stream';
 import { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import fastifyWebsocket from '@fastify/websocket';
 import type { WebSocket } from 'ws';
@@ -17,8 +20,8 @@ import { bridge, type BridgeHandle, type BridgeObserver } from '../bridge/bridge
 import { PhpEndpoint } from '../bridge/php-endpoint.ts';
 import { type SideChannelListener } from '../bridge/side-channel.ts';
 import { type FpmAddress } from '../fastcgi/address.ts';
-import { groupHeaders, type CgiHead } from '../fastcgi/cgi-headers.ts';
-import { poolIsFull } from '../fpm/status.ts';
+import { type CgiHead } from '../fastcgi/cgi-headers.ts';
+import { PoolGate } from '../fpm/status.ts';
 import { type Hub } from '../hub/hub.ts';
 import { type Metrics } from '../metrics.ts';
 import { type Config } from '../config.ts';
@@ -36,6 +39,7 @@ import { type Resolver } from '../server/resolve.ts';
 import { type PageHandler } from '../server/pages.ts';
 import { type Front } from '../server/front.ts';
 import { Slots, type Slot } from './slots.ts';
+import { writeRawReply } from './raw-reply.ts';
 
 /** What the hook learned about an accepted upgrade, for the handshake and the route. */
 interface Binding {
@@ -87,6 +91,8 @@ export interface OtherRoles {
   pages: PageHandler | null;
   /** In front of a site: upgrades that are not wsfpm's, and every other request, go on to it. */
   front: Front | null;
+  /** Upgrade paths another part answers through fastify (the Pusher face's /app/KEY). */
+  delegate?: (path: string) => boolean;
 }
 
 export interface Upgrades {
@@ -118,6 +124,7 @@ export async function registerUpgrades(app: FastifyInstance, parts: UpgradeParts
   let front: Front | null = null;
   const config = parts.config;
   const slots = new Slots(() => config());
+  const gate = fpmStatus ? new PoolGate(fpmStatus, parts.log) : null;
   const bridges = new Set<BridgeHandle>();
   let draining = false;
   const observer: BridgeObserver = {
@@ -155,53 +162,72 @@ export async function registerUpgrades(app: FastifyInstance, parts: UpgradeParts
     },
   });
 
-  app.websocketServer.on('headers', (headers: string[], req: IncomingMessage) => {
+  const wss = app.websocketServer;
+  /** Connection ids: 128 random bits each, drawn from one buffer refilled every 256 upgrades rather than one call per upgrade. */
+  let ids = Buffer.alloc(0);
+  let idAt = 0;
+  const newId = (): string => {
+    if (idAt >= ids.length) {
+      ids = randomBytes(16 * 256);
+      idAt = 0;
+    }
+    idAt += 16;
+    return ids.toString('hex', idAt - 16, idAt);
+  };
+
+  wss.on('headers', (headers: string[], req: IncomingMessage) => {
     const binding = (req as RawWithBinding)[kBinding];
     if (binding) headers.push(...binding.extraHeaders);
   });
 
-  const refuse = (reply: FastifyReply, error: WsfpmError, log: Log, facts: object): FastifyReply => {
+  /** One line, one metric, and the answer: the status and code of `error`, its message as the body. */
+  const refuse = (socket: Duplex, error: WsfpmError, log: Log, facts: object): void => {
     const level = error.status >= 500 ? 'warn' : 'info';
     log[level]({ ...facts, status: error.status, code: error.code, detail: error.detail }, 'websocket upgrade refused');
-    // Names the cause for `wsfpm doctor` and for people reading curl output; the body says it in words.
-    reply.header('x-wsfpm-error', error.code);
     metrics.rejects.inc({ reason: error.code });
-    if (error.status === 503) reply.header('retry-after', '5');
-    if (error.status === 426) reply.header('upgrade', 'websocket');
-    return reply.code(error.status).type('text/plain; charset=utf-8').send(`${error.message.split(':')[0]}\n`);
+    // x-wsfpm-error names the cause for `wsfpm doctor` and for people reading curl output; the body says it in words.
+    const headers: Array<[string, string]> = [['content-type', 'text/plain; charset=utf-8'], ['x-wsfpm-error', error.code]];
+    if (error.status === 503) headers.push(['retry-after', '5']);
+    if (error.status === 426) headers.push(['upgrade', 'websocket']);
+    writeRawReply(socket, error.status, headers, `${error.message.split(':')[0]}\n`);
   };
 
-  async function decide(request: FastifyRequest, reply: FastifyReply): Promise<void> {
-    if (!request.ws) return;
-    // Other upgrades (h2c) are not ours: a page, as if there were no Upgrade header.
-    if (pages && String(request.raw.headers.upgrade ?? '').toLowerCase() !== 'websocket') return void (await pages(request, reply));
-    if (front && !(await front.owns(request.raw))) return front.upgrade(request, reply);
+  /** Until ws takes the socket over, an error on it (a reset) only destroys it; 'close' does the cleaning. */
+  function guardSocket(this: Duplex): void {
+    this.destroy();
+  }
+
+  /**
+   * A websocket upgrade of wsfpm's own, from the server's 'upgrade' event:
+   * checks, a slot, PHP's answer, then the handshake through ws. Kept off
+   * fastify's request chain (routing, hooks, a ServerResponse per upgrade):
+   * that chain cost more CPU per connection than everything else the
+   * daemon does before PHP answers (docs/performance.md).
+   */
+  async function take(raw: RawWithBinding, socket: Duplex, upgradeHead: Buffer): Promise<void> {
+    socket.on('error', guardSocket);
     const cfg = config();
-    const raw = request.raw as RawWithBinding;
-    const socket = raw.socket;
-    const id = randomBytes(16).toString('hex');
-    const log = (request.log as unknown as Log).child({ conn: id });
+    const id = newId();
+    const log = parts.log.child({ conn: id });
     const client = clientOf(cfg.trustProxy, raw);
     const facts = { path: raw.url, ip: client.remoteAddress, via: client.via };
 
-    const pathOnly = (raw.url ?? '/').split('?')[0]!;
-    if (pathOnly.endsWith(DOCTOR_SUFFIX)) {
-      if ((raw.url ?? '').endsWith('?idle')) {
-        raw[kIdleProbe] = true;
-        return;
-      }
-      return void reply.code(200).header('cache-control', 'no-store').send(diagnose(cfg, VERSION, raw, client));
-    }
-
     const early = checkHandshake(raw.method ?? '', raw.headers) ?? checkOrigin(raw.headers.origin, client.host, cfg.origins);
-    if (early) return void refuse(reply, early, log, facts);
+    if (early) return refuse(socket, early, log, facts);
     const slot = slots.take(client.remoteAddress, draining);
-    if (slot instanceof WsfpmError) return void refuse(reply, slot, log, facts);
-    if (fpmStatus) {
-      const full = await poolIsFull(fpmStatus, log);
+    if (slot instanceof WsfpmError) return refuse(socket, slot, log, facts);
+    let php: PhpEndpoint | null = null;
+    // Whatever happens from here on, a client that leaves takes its slot and PHP request with it (both idempotent).
+    const onGone = (): void => {
+      php?.destroy();
+      slot.release();
+    };
+    socket.once('close', onGone);
+    if (gate) {
+      const full = await gate.admit();
       if (full) {
         slot.release();
-        return void refuse(reply, full, log, facts);
+        return refuse(socket, full, log, facts);
       }
     }
     const url = raw.url ?? '/';
@@ -209,18 +235,19 @@ export async function registerUpgrades(app: FastifyInstance, parts: UpgradeParts
     const script = await resolver.resolve(q === -1 ? url : url.slice(0, q));
     if (!script) {
       slot.release();
-      return void refuse(reply, wsfpmError('WSFPM_ERR_NOT_FOUND', url.slice(0, 200)), log, facts);
+      return refuse(socket, wsfpmError('WSFPM_ERR_NOT_FOUND', url.slice(0, 200)), log, facts);
     }
     // A client that left while we looked: nothing to open.
     if (socket.destroyed) return slot.release();
+    const tcp = raw.socket;
     const params = buildParams({
       method: 'GET',
       url,
       rawHeaders: raw.rawHeaders,
       remoteAddress: client.remoteAddress,
       remotePort: client.remotePort,
-      localAddress: socket.localAddress ?? '',
-      localPort: socket.localPort ?? 0,
+      localAddress: tcp.localAddress ?? '',
+      localPort: tcp.localPort ?? 0,
       https: client.https,
       host: client.host,
       connectionId: id,
@@ -229,17 +256,11 @@ export async function registerUpgrades(app: FastifyInstance, parts: UpgradeParts
     }, script);
     const offer = parts.channel?.offer();
     if (offer) params.push(...offer.params as Array<[string, string]>);
-    const php = new PhpEndpoint(fpm, params, { maxMessage: cfg.maxMessage, maxHeaderBlock: cfg.maxHeaderBlock, channel: offer }, log);
-    const onGone = (): void => {
-      php.destroy();
-      slot.release();
-    };
+    php = new PhpEndpoint(fpm, params, { maxMessage: cfg.maxMessage, maxHeaderBlock: cfg.maxHeaderBlock, channel: offer }, log);
     const binding: Binding = { id, ip: client.remoteAddress, php, params, mode: { mode: 'bound' }, protocol: false, extraHeaders: [], log, slot, onGone };
-    socket.once('close', onGone);
     const fail = (error: WsfpmError): void => {
-      php.destroy();
-      slot.release();
-      refuse(reply, error, log, facts);
+      onGone();
+      refuse(socket, error, log, facts);
     };
 
     let head: CgiHead;
@@ -253,14 +274,15 @@ export async function registerUpgrades(app: FastifyInstance, parts: UpgradeParts
 
     if (head.status !== 101) {
       const body = await php.body(cfg.maxRejectBody);
-      php.destroy();
-      slot.release();
+      onGone();
       log.info({ ...facts, status: head.status }, 'PHP refused the upgrade');
       metrics.rejects.inc({ reason: `php_${head.status}` });
-      for (const [name, values] of groupHeaders(head.headers)) {
-        if (!HOP_BY_HOP.has(name)) reply.header(name, values.length === 1 ? values[0]! : values);
-      }
-      return void reply.code(head.status).send(body);
+      const headers = head.headers.filter(([name]) => !HOP_BY_HOP.has(name.toLowerCase()));
+      // What Node's ServerResponse would have said of a body PHP gave no type for.
+      if (body.length > 0 && !headers.some(([name]) => name.toLowerCase() === 'content-type')) headers.push(['content-type', 'application/octet-stream']);
+      const dropped = writeRawReply(socket, head.status, headers, body);
+      if (dropped.length > 0) log.warn({ code: 'WSFPM_ERR_PHP_HEADERS', dropped }, 'PHP sent headers that are not valid HTTP; left out of its refusal');
+      return;
     }
 
     const offered = String(raw.headers['sec-websocket-protocol'] ?? '').split(',').map((s) => s.trim()).filter(Boolean);
@@ -282,10 +304,34 @@ export async function registerUpgrades(app: FastifyInstance, parts: UpgradeParts
       const full = slot.toEvents();
       if (full) {
         php.destroy();
-        return void refuse(reply, full, log, facts);
+        return refuse(socket, full, log, facts);
       }
     }
+    if (socket.destroyed) return;
     raw[kBinding] = binding;
+    // ws puts its own error listener on the socket, synchronously.
+    socket.off('error', guardSocket);
+    wss.handleUpgrade(raw, socket, upgradeHead, (ws) => attach(ws, raw));
+  }
+
+  /** Upgrades that reach fastify's route: h2c pages, the front's pass-through, the doctor. */
+  async function decideOther(request: FastifyRequest, reply: FastifyReply): Promise<void> {
+    if (!request.ws) return;
+    const raw = request.raw as RawWithBinding;
+    if (pages && String(raw.headers.upgrade ?? '').toLowerCase() !== 'websocket') return void (await pages(request, reply));
+    if (front && !(await front.owns(raw))) return front.upgrade(request, reply);
+    const cfg = config();
+    const pathOnly = (raw.url ?? '/').split('?')[0]!;
+    if (pathOnly.endsWith(DOCTOR_SUFFIX)) {
+      if ((raw.url ?? '').endsWith('?idle')) {
+        raw[kIdleProbe] = true;
+        return;
+      }
+      return void reply.code(200).header('cache-control', 'no-store').send(diagnose(cfg, VERSION, raw, clientOf(cfg.trustProxy, raw)));
+    }
+    // Only when the front's answer changed between the two looks (a script appeared): take it as ours now.
+    reply.hijack();
+    await take(raw, raw.socket, Buffer.alloc(0));
   }
 
   /** A closure of its own: one made in attach() would keep attach's whole scope (the binding) alive with it. */
@@ -297,30 +343,31 @@ export async function registerUpgrades(app: FastifyInstance, parts: UpgradeParts
     this.terminate();
   }
 
-  function attach(socket: WebSocket, request: FastifyRequest): void {
-    if ((request.raw as RawWithBinding)[kIdleProbe]) return holdIdle(socket);
-    const raw = request.raw as RawWithBinding;
+  function attach(socket: WebSocket, raw: RawWithBinding): void {
+    if (raw[kIdleProbe]) return holdIdle(socket);
     const binding = raw[kBinding]!;
     // From here the bridge or the session owns the close; the listener would also keep the binding alive.
     raw.socket.off('close', binding.onGone);
-    const path = (request.raw.url ?? '/').split('?')[0]!;
+    const path = (raw.url ?? '/').split('?')[0]!;
     // A malformed resume position costs only its channel's recovery: that channel starts afresh (one line, no close).
-    const { positions: resume, rejected } = parseResume(request.raw.url ?? '/', config().maxChannels);
+    const { positions: resume, rejected } = parseResume(raw.url ?? '/', config().maxChannels);
     if (rejected.length > 0) binding.log.warn({ code: 'WSFPM_ERR_BAD_RESUME', rejected }, `${ERRORS.WSFPM_ERR_BAD_RESUME.message}; ignored`);
     const who = { id: binding.id, path, ip: binding.ip, resume };
-    binding.log.info({ path: request.raw.url, ip: binding.ip, protocol: binding.protocol || undefined, mode: binding.mode.mode }, 'websocket open');
+    binding.log.info({ path: raw.url, ip: binding.ip, protocol: binding.protocol || undefined, mode: binding.mode.mode }, 'websocket open');
     metrics.opened.inc();
     if (binding.mode.mode === 'events') {
       events.adopt(socket, binding.php, who, binding.params, binding.mode.batch, releaser(binding.slot));
-      // An idle connection keeps only its session. The upgrade's request, reply, logger and PHP endpoint
-      // would otherwise live as long as it: through the binding, through the ServerResponse Node left
-      // on the socket, and through the error listener @fastify/websocket closes over them with.
+      // An idle connection keeps only its session: the binding (with the upgrade's logger and PHP endpoint)
+      // would otherwise live as long as it.
       delete raw[kBinding];
-      (raw.socket as Socket & { _httpMessage?: ServerResponse })._httpMessage?.detachSocket(raw.socket);
-      socket.removeAllListeners('error');
       socket.on('error', eventsSocketError);
       return;
     }
+    const log = binding.log;
+    socket.on('error', (error: Error) => {
+      log.info({ code: (error as NodeJS.ErrnoException).code, detail: error.message }, 'websocket protocol error from client');
+      socket.terminate();
+    });
     metrics.open.inc();
     const opened = Date.now();
     const handle = bridge(socket, binding.php, who, hub, config(), binding.log, observer, (code) => {
@@ -357,13 +404,46 @@ export async function registerUpgrades(app: FastifyInstance, parts: UpgradeParts
       app.route({
         method: 'GET',
         url: '/*',
-        preValidation: decide,
+        preValidation: decideOther,
         handler: pages ?? front?.web ?? ((_request, reply) => {
           const error = wsfpmError('WSFPM_ERR_NOT_UPGRADE');
           reply.code(error.status).header('upgrade', 'websocket').header('x-wsfpm-error', error.code).type('text/plain; charset=utf-8').send(`${error.message}\n`);
         }),
-        wsHandler: attach,
+        // The doctor's idle probe, and an upgrade decideOther took over.
+        wsHandler: (socket: WebSocket, request: FastifyRequest) => attach(socket, request.raw as RawWithBinding),
       });
+      // @fastify/websocket's listener routes every upgrade through fastify; it now sees only what is not ours.
+      const viaFastify = app.server.listeners('upgrade') as Array<(raw: IncomingMessage, socket: Duplex, head: Buffer) => void>;
+      app.server.removeAllListeners('upgrade');
+      const delegate = others.delegate ?? ((): boolean => false);
+      const toFastify = (raw: IncomingMessage, socket: Duplex, head: Buffer): void => {
+        for (const listener of viaFastify) listener.call(app.server, raw, socket, head);
+      };
+      const ours = (raw: IncomingMessage, socket: Duplex, head: Buffer): void => {
+        void take(raw as RawWithBinding, socket, head).catch((err: unknown) => {
+          // A bug of ours, not the client's doing: 500 if nothing was sent yet, and the stack in the log.
+          const error = wsfpmError('WSFPM_ERR_INTERNAL', String((err as Error)?.message ?? err));
+          parts.log.error({ code: error.code, stack: (err as Error)?.stack }, 'websocket upgrade failed');
+          if (!(raw as RawWithBinding)[kBinding]) writeRawReply(socket, error.status, [['x-wsfpm-error', error.code]], 'internal error\n');
+          else socket.destroy();
+        });
+      };
+      app.server.on('upgrade', (raw: IncomingMessage, socket: Duplex, head: Buffer) => {
+        const url = raw.url ?? '/';
+        const q = url.indexOf('?');
+        const pathOnly = q === -1 ? url : url.slice(0, q);
+        if (pathOnly.endsWith(DOCTOR_SUFFIX) || delegate(pathOnly)) return toFastify(raw, socket, head);
+        const websocket = String(raw.headers.upgrade ?? '').toLowerCase() === 'websocket';
+        if (pages && !websocket) return toFastify(raw, socket, head);
+        if (!front) return ours(raw, socket, head);
+        socket.on('error', guardSocket);
+        front.owns(raw).then((own) => {
+          socket.off('error', guardSocket);
+          if (own) ours(raw, socket, head);
+          else toFastify(raw, socket, head);
+        }, () => socket.destroy());
+      });
+      app.addHook('preClose', async () => void app.server.removeAllListeners('upgrade'));
     },
   };
 }
