@@ -131,6 +131,8 @@ export async function createDaemon(config: Config, logStream?: { write(line: str
   const pusher = config.pusherApps.length > 0;
   if (pusher) await registerPusher(app, { config: () => config, hub, broker, fpm, metrics, log });
   parts.route({ pages, front, delegate: pusher ? isPusherSocketPath : undefined });
+  // The Pusher HTTP API (/apps/ID/…) is the only HTTP route of wsfpm's own beside a site it is in front of.
+  front?.takeRequests(pusher ? (p) => p.startsWith('/apps/') : () => false);
 
   return {
     app,

@@ -63,6 +63,12 @@ export interface Front {
   /** Whether an upgrade is wsfpm's own; if not, `upgrade` passes it on. */
   owns(raw: IncomingMessage): Promise<boolean>;
   upgrade(request: FastifyRequest, reply: FastifyReply): void;
+  /**
+   * From now on requests go straight to the site, before fastify routes
+   * them, except those whose path `keep` claims (routes of wsfpm's own).
+   * Called once every route is registered.
+   */
+  takeRequests(keep: (path: string) => boolean): void;
 }
 
 /** Methods app.ts routes itself (GET, and HEAD with it), and CONNECT, which Node never routes. */
@@ -184,19 +190,23 @@ export async function registerFront(app: FastifyInstance, config: Config, log: L
   }
   proxy.on('error', failed);
 
-  function web(request: FastifyRequest, reply: FastifyReply): void {
-    const raw = request.raw as Raw;
-    reply.hijack();
+  /** A request (not an upgrade) on its way to the site. */
+  function passOn(raw: Raw, res: ServerResponse): void {
     const pass = begin(raw);
-    // Node has already answered a client's Expect: 100-continue (fastify sets no checkContinue listener), and
+    // Node has already answered a client's Expect: 100-continue (no checkContinue listener is set), and
     // http-proxy emits no proxyReq event for a request that still carries it, which would leave it without a timeout.
     delete raw.headers.expect;
-    reply.raw.once('close', () => {
-      if (reply.raw.writableFinished) return;
+    res.once('close', () => {
+      if (res.writableFinished) return;
       pass.clientGone = true;
       pass.proxyReq?.destroy();
     });
-    proxy.web(raw, reply.raw, {}, failed);
+    proxy.web(raw, res, {}, failed);
+  }
+
+  function web(request: FastifyRequest, reply: FastifyReply): void {
+    reply.hijack();
+    passOn(request.raw as Raw, reply.raw);
   }
 
   function upgrade(request: FastifyRequest, reply: FastifyReply): void {
@@ -258,6 +268,22 @@ export async function registerFront(app: FastifyInstance, config: Config, log: L
   return {
     web,
     upgrade,
+    takeRequests(keep) {
+      // fastify's own listener: routing, a request and a reply object, hooks. A request for the site needs none of it.
+      const server = app.server;
+      const viaFastify = server.listeners('request') as Array<(req: IncomingMessage, res: ServerResponse) => void>;
+      server.removeAllListeners('request');
+      server.on('request', (req: IncomingMessage, res: ServerResponse) => {
+        const url = req.url ?? '/';
+        const q = url.indexOf('?');
+        // Once closing, fastify answers (503, connection closed), so keep-alive clients let go.
+        if (!server.listening || keep(q === -1 ? url : url.slice(0, q))) {
+          for (const listener of viaFastify) listener.call(server, req, res);
+          return;
+        }
+        passOn(req as Raw, res);
+      });
+    },
     async owns(raw) {
       if (raw.method !== 'GET' || !isWebsocket(raw)) return false;
       const pathname = (raw.url ?? '/').split('?')[0]!;
