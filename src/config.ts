@@ -17,8 +17,11 @@ export type Key = keyof Defaults;
 export interface Config {
   host: string;
   port: number;
-  fpm: FpmAddress | { kind: 'managed' };
-  fpmStatus: FpmAddress | null;
+  /** `managed`, or the site's pools (one or more masters, each with its own socket) upgrades are spread over. */
+  fpm: { kind: 'managed' } | { kind: 'pools'; pools: readonly FpmAddress[] };
+  /** Each pool's status listener, in the order of `fpm.pools`; empty: none. */
+  fpmStatus: readonly FpmAddress[];
+  fpmMasterWorkers: number;
   fpmUser: string;
   fpmInherit: string;
   sideChannel: 'auto' | 'off';
@@ -78,6 +81,13 @@ function address(raw: string, listen = false): FpmAddress {
   const a = parseFpmAddress(raw, listen);
   if (typeof a === 'string') throw new Error(a);
   return a;
+}
+
+/** `a,b,…`: several php-fpm masters, each its own address. */
+function addressList(raw: string): FpmAddress[] {
+  const items = raw.split(',').map((s) => s.trim());
+  if (items.some((s) => s === '')) throw new Error('expected addresses separated by commas, none empty');
+  return items.map((s) => address(s));
 }
 
 /** Settings where an empty value means "none" (WSFPM_INDEX= disables the front controller); elsewhere an empty variable counts as unset. */
@@ -160,6 +170,11 @@ function checkCombinations(config: Config): void {
   if (config.upstream && config.pages) {
     throw new ConfigError(`${name('upstream')} and ${name('pages')} exclude each other: wsfpm either serves the pages itself or passes them to the site behind it`);
   }
+  if (config.fpmStatus.length > 0) {
+    const pools = config.fpm.kind === 'pools' ? config.fpm.pools.length : 0;
+    if (pools === 0) throw new ConfigError(`${name('fpmStatus')} is for the site's own pools: with ${name('fpm')} managed wsfpm reads its masters' status itself`);
+    if (config.fpmStatus.length !== pools) throw new ConfigError(`${name('fpmStatus')} names ${config.fpmStatus.length} status address(es) for ${pools} pool(s) in ${name('fpm')}: give one per pool, in the same order`);
+  }
   if (config.wsPaths.length > 0 && !config.upstream) throw new ConfigError(`${name('wsPaths')} only applies in front of a site: set ${name('upstream')} too`);
   if (Boolean(config.tlsCert) !== Boolean(config.tlsKey)) throw new ConfigError(`${name('tlsCert')} and ${name('tlsKey')} go together: set both or neither`);
   if (config.redirectPort !== 0 && !config.tlsCert) throw new ConfigError(`${name('redirectPort')} redirects to HTTPS: it needs ${name('tlsCert')} and ${name('tlsKey')}`);
@@ -198,8 +213,9 @@ export function buildConfig(flags: Record<string, string>, env: NodeJS.ProcessEn
       return raw;
     }),
     port: num('port'),
-    fpm: get('fpm', (raw): FpmAddress | { kind: 'managed' } => (raw === 'managed' ? { kind: 'managed' } : address(raw))),
-    fpmStatus: get('fpmStatus', (raw) => (raw ? address(raw) : null)),
+    fpm: get('fpm', (raw): Config['fpm'] => (raw === 'managed' ? { kind: 'managed' } : { kind: 'pools', pools: addressList(raw) })),
+    fpmStatus: get('fpmStatus', (raw) => (raw ? addressList(raw) : [])),
+    fpmMasterWorkers: num('fpmMasterWorkers'),
     sideChannel: get('sideChannel', (raw) => {
       if (raw !== 'auto' && raw !== 'off') throw new Error('expected auto or off');
       return raw;

@@ -12,10 +12,12 @@ export const DEFAULTS = Object.freeze({
   host: '127.0.0.1',
   /** TCP port to listen on; 0 picks a free one. */
   port: 8740,
-  /** php-fpm address: `unix:/path.sock`, `tcp:HOST:PORT`, or `managed` (wsfpm runs its own php-fpm master). */
+  /** php-fpm address: `unix:/path.sock`, `tcp:HOST:PORT`, several of them separated by commas (one per master; upgrades go to the one holding fewest), or `managed` (wsfpm runs its own php-fpm masters). */
   fpm: 'unix:/run/php/php-fpm.sock',
-  /** The pool's `pm.status_listen` address; when set, upgrades are refused with 503 while no worker is idle. Automatic for managed. */
+  /** Each pool's `pm.status_listen` address, in the order of --fpm; when set, upgrades are refused with 503 while no worker is idle. Automatic for managed. */
   fpmStatus: '',
+  /** Managed: most workers one php-fpm master runs (a worker's memory grows with the number forked before it); more connections get more masters. */
+  fpmMasterWorkers: 1_000,
   /** Managed pool: user its workers run as when wsfpm runs as root; empty keeps wsfpm's user. */
   fpmUser: '',
   /** Managed pool: the site's pool file whose php_value/php_admin_value/env lines it copies. */
@@ -122,6 +124,7 @@ export const BOUNDS: Readonly<Record<string, readonly [number, number]>> = Objec
   highWater: [16 * KiB, 64 * MiB],
   stallTimeout: [1_000, 3_600_000],
   maxConnections: [1, 1_000_000],
+  fpmMasterWorkers: [1, 100_000],
   maxChannels: [1, 100_000],
   historySize: [0, 10_000],
   historyTtl: [1_000, 86_400_000],

@@ -8,8 +8,9 @@ import { envName, flagName } from './config.ts';
 export const HELP: Record<keyof typeof DEFAULTS, string> = {
   host: 'address to listen on',
   port: 'port to listen on (0: any free port)',
-  fpm: 'php-fpm address: unix:/path.sock, tcp:HOST:PORT, or managed (a php-fpm master of wsfpm\'s own)',
-  fpmStatus: 'php-fpm pm.status_listen address: refuse upgrades with 503 while no worker is idle',
+  fpm: 'php-fpm address: unix:/path.sock, tcp:HOST:PORT, several separated by commas (one per master), or managed (php-fpm masters of wsfpm\'s own)',
+  fpmStatus: 'php-fpm pm.status_listen address(es), one per --fpm pool: refuse upgrades with 503 while no worker is idle',
+  fpmMasterWorkers: 'managed: most workers per php-fpm master; more connections start more masters',
   fpmUser: 'managed pool: worker user when wsfpm runs as root',
   sideChannel: 'auto: give bound PHP scripts a private unix socket for their frames (falls back to STDIN/STDOUT); off',
   sideChannelDir: 'side channel: where its 0750 directory goes; empty: $RUNTIME_DIRECTORY, else the temp dir',

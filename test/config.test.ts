@@ -48,6 +48,7 @@ const EXPECTED_BOUNDS: Record<string, [number, number]> = {
   highWater: [16 * KiB, 64 * MiB],
   stallTimeout: [1_000, 3_600_000],
   maxConnections: [1, 1_000_000],
+  fpmMasterWorkers: [1, 100_000],
   maxChannels: [1, 100_000],
   historySize: [0, 10_000],
   historyTtl: [1_000, 86_400_000],
@@ -84,8 +85,9 @@ describe('defaults', () => {
     assert.deepEqual(c, {
       host: '127.0.0.1',
       port: 8740,
-      fpm: { kind: 'unix', path: '/run/php/php-fpm.sock' },
-      fpmStatus: null,
+      fpm: { kind: 'pools', pools: [{ kind: 'unix', path: '/run/php/php-fpm.sock' }] },
+      fpmStatus: [],
+      fpmMasterWorkers: 1000,
       fpmUser: '',
       fpmInherit: '',
       root: CWD,
@@ -294,13 +296,14 @@ describe('precedence: flag > environment > default', () => {
   });
 
   test('every setting can be given by flag and by environment', () => {
-    const flags = { host: '0.0.0.0', port: '9000', fpm: 'tcp:127.0.0.1:9001', root: '/var/www', index: 'app.php', routes: '/ws=ws.php', pages: 'no', maxMessage: '2m', handshakeTimeout: '3s', pingInterval: '0', closeGrace: '1s', highWater: '32k', allowOrigins: '*', maxConnections: '10', maxRejectBody: '0', maxHeaderBlock: '4k', logLevel: 'silent', trustProxy: '10.0.0.0/8', fpmStatus: 'unix:/run/status.sock', fpmUser: 'www-data', fpmInherit: '/etc/php/www.conf', sideChannel: 'off', sideChannelDir: '/run/wsfpm', sideChannelGroup: 'www-data', control: 'unix:/run/wsfpm.sock', controlToken: '0123456789abcdef', doctorToken: 'fedcba9876543210', maxChannels: '7', pusherApps: '1:key1:0123456789abcdef:client-events', redis: 'redis://127.0.0.1:6379/2', maxPerIp: '5', messageRate: '0', requestTimeout: '2s', drainTimeout: '1m', stallTimeout: '5s', upstream: 'http://127.0.0.1:8080', upstreamTimeout: '30s', wsPaths: '/ws/, /live/', tlsCert: 'tls/cert.pem', tlsKey: '/etc/wsfpm/key.pem', redirectPort: '8080', maxEventConnections: '50000', eventConcurrency: '3', eventTimeout: '2s', eventQueue: '9', maxMeta: '1k', historySize: '50', historyTtl: '2m', historyChannels: '500' };
+    const flags = { host: '0.0.0.0', port: '9000', fpm: 'tcp:127.0.0.1:9001', root: '/var/www', index: 'app.php', routes: '/ws=ws.php', pages: 'no', maxMessage: '2m', handshakeTimeout: '3s', pingInterval: '0', closeGrace: '1s', highWater: '32k', allowOrigins: '*', maxConnections: '10', maxRejectBody: '0', maxHeaderBlock: '4k', logLevel: 'silent', trustProxy: '10.0.0.0/8', fpmStatus: 'unix:/run/status.sock', fpmMasterWorkers: '250', fpmUser: 'www-data', fpmInherit: '/etc/php/www.conf', sideChannel: 'off', sideChannelDir: '/run/wsfpm', sideChannelGroup: 'www-data', control: 'unix:/run/wsfpm.sock', controlToken: '0123456789abcdef', doctorToken: 'fedcba9876543210', maxChannels: '7', pusherApps: '1:key1:0123456789abcdef:client-events', redis: 'redis://127.0.0.1:6379/2', maxPerIp: '5', messageRate: '0', requestTimeout: '2s', drainTimeout: '1m', stallTimeout: '5s', upstream: 'http://127.0.0.1:8080', upstreamTimeout: '30s', wsPaths: '/ws/, /live/', tlsCert: 'tls/cert.pem', tlsKey: '/etc/wsfpm/key.pem', redirectPort: '8080', maxEventConnections: '50000', eventConcurrency: '3', eventTimeout: '2s', eventQueue: '9', maxMeta: '1k', historySize: '50', historyTtl: '2m', historyChannels: '500' };
     const env = Object.fromEntries(Object.entries(flags).map(([k, v]) => [envName(k), v]));
     const expected: Config = {
       host: '0.0.0.0',
       port: 9000,
-      fpm: { kind: 'tcp', host: '127.0.0.1', port: 9001 },
-      fpmStatus: { kind: 'unix', path: '/run/status.sock' },
+      fpm: { kind: 'pools', pools: [{ kind: 'tcp', host: '127.0.0.1', port: 9001 }] },
+      fpmStatus: [{ kind: 'unix', path: '/run/status.sock' }],
+      fpmMasterWorkers: 250,
       fpmUser: 'www-data',
       fpmInherit: '/etc/php/www.conf',
       sideChannel: 'off',
@@ -361,12 +364,17 @@ describe('precedence: flag > environment > default', () => {
 
 describe('other settings', () => {
   test('fpm addresses', () => {
-    assert.deepEqual(build({ fpm: 'unix:/tmp/fpm.sock' }).fpm, { kind: 'unix', path: '/tmp/fpm.sock' });
-    assert.deepEqual(build({ fpm: '/tmp/fpm.sock' }).fpm, { kind: 'unix', path: '/tmp/fpm.sock' });
-    assert.deepEqual(build({ fpm: 'tcp:127.0.0.1:9000' }).fpm, { kind: 'tcp', host: '127.0.0.1', port: 9000 });
-    assert.deepEqual(build({ fpm: 'localhost:9000' }).fpm, { kind: 'tcp', host: 'localhost', port: 9000 });
-    assert.deepEqual(build({ fpm: 'tcp:[::1]:9000' }).fpm, { kind: 'tcp', host: '::1', port: 9000 });
+    assert.deepEqual(build({ fpm: 'unix:/tmp/fpm.sock' }).fpm, { kind: 'pools', pools: [{ kind: 'unix', path: '/tmp/fpm.sock' }] });
+    assert.deepEqual(build({ fpm: '/tmp/fpm.sock' }).fpm, { kind: 'pools', pools: [{ kind: 'unix', path: '/tmp/fpm.sock' }] });
+    assert.deepEqual(build({ fpm: 'tcp:127.0.0.1:9000' }).fpm, { kind: 'pools', pools: [{ kind: 'tcp', host: '127.0.0.1', port: 9000 }] });
+    assert.deepEqual(build({ fpm: 'localhost:9000' }).fpm, { kind: 'pools', pools: [{ kind: 'tcp', host: 'localhost', port: 9000 }] });
+    assert.deepEqual(build({ fpm: 'tcp:[::1]:9000' }).fpm, { kind: 'pools', pools: [{ kind: 'tcp', host: '::1', port: 9000 }] });
     assertConfigError(() => build({ fpm: 'unix:run/fpm.sock' }), '--fpm', 'WSFPM_FPM', 'must be absolute');
+    assert.deepEqual(build({ fpm: 'unix:/run/a.sock, tcp:127.0.0.1:9001' }).fpm, { kind: 'pools', pools: [{ kind: 'unix', path: '/run/a.sock' }, { kind: 'tcp', host: '127.0.0.1', port: 9001 }] });
+    assertConfigError(() => build({ fpm: 'unix:/run/a.sock,,unix:/run/b.sock' }), '--fpm', 'WSFPM_FPM', 'none empty');
+    assert.deepEqual(build({ fpm: 'unix:/run/a.sock,unix:/run/b.sock', fpmStatus: 'unix:/run/a-st.sock,unix:/run/b-st.sock' }).fpmStatus, [{ kind: 'unix', path: '/run/a-st.sock' }, { kind: 'unix', path: '/run/b-st.sock' }]);
+    assert.throws(() => build({ fpm: 'unix:/run/a.sock,unix:/run/b.sock', fpmStatus: 'unix:/run/a-st.sock' }), /names 1 status address\(es\) for 2 pool\(s\)/);
+    assert.throws(() => build({ fpm: 'managed', fpmStatus: 'unix:/run/a-st.sock' }), /--fpm-status \(WSFPM_FPM_STATUS\) is for the site's own pools/);
     assertConfigError(() => build({ fpm: 'tcp:127.0.0.1:0' }), 'port 0 is out of range 1-65535');
     assertConfigError(() => build({ fpm: 'tcp:127.0.0.1:65536' }), 'port 65536 is out of range');
     assertConfigError(() => build({}, { WSFPM_FPM: 'php-fpm' }), 'WSFPM_FPM="php-fpm"', '--fpm', 'expected unix:/path/to/php-fpm.sock or tcp:HOST:PORT');

@@ -26,6 +26,8 @@ export interface ManagedOptions {
   env: Record<string, string>;
   /** Called before a crashed master's workers are killed: close their connections with 1012. */
   onLost: () => void;
+  /** Called once a crashed master runs again. */
+  onBack?: () => void;
 }
 
 const MAX_BACKOFF = 30_000;
@@ -98,6 +100,7 @@ export class ManagedFpm {
       await this.#pool.restart();
       this.#startedAt = Date.now();
       this.#options.log.info({ socket: this.#pool.socket }, 'managed php-fpm restarted');
+      this.#options.onBack?.();
     } catch (err) {
       this.#options.log.error({ detail: (err as Error).message }, 'managed php-fpm failed to restart');
       this.crashed(null, null);

@@ -14,6 +14,7 @@ import { readPoolStatus } from '../fpm/status.ts';
 import { keepHistory } from '../hub/history-keeper.ts';
 import { RELOADABLE, sameSetting } from './reload.ts';
 import { ManagedFpm } from '../fpm/supervisor.ts';
+import { FpmSet } from '../fpm/fpm-set.ts';
 import { startControl } from '../control/server.ts';
 import { Hub } from '../hub/hub.ts';
 import { RedisBroker } from '../hub/redis-broker.ts';
@@ -36,8 +37,12 @@ export interface Daemon {
   drain(graceMs: number): Promise<void>;
   /** Closes every open websocket with `code`. */
   closeAll(code: number, reason: string): void;
-  /** The php-fpm master wsfpm runs itself with `--fpm managed`, else null. */
+  /** The (first) php-fpm master wsfpm runs itself with `--fpm managed`, else null. */
   managed: ManagedFpm | null;
+  /** Every master wsfpm runs with `--fpm managed` (one per --fpm-master-workers workers); empty otherwise. */
+  masters: readonly ManagedFpm[];
+  /** The php-fpm masters upgrades are spread over. */
+  fpms: FpmSet;
   /** The side-channel listener bound scripts are offered, or null (off, or it could not be made). */
   sideChannel: SideChannelListener | null;
   hub: Hub;
@@ -73,12 +78,14 @@ export async function createDaemon(config: Config, logStream?: { write(line: str
   const stopHistory = keepHistory(hub, { size: config.historySize, ttl: config.historyTtl, channels: config.historyChannels }, broker);
   app.addHook('onClose', async () => stopHistory());
   const controlToken = config.controlToken || randomBytes(24).toString('hex');
-  let fpmStatus = config.fpmStatus;
+  /** Status listeners of the masters, in their order: the site's (--fpm-status) or the managed ones'. */
+  let statuses: readonly FpmAddress[] = config.fpmStatus;
   const metrics = new Metrics(
     async () => {
-      if (!fpmStatus) return null;
-      const st = await readPoolStatus(fpmStatus).catch(() => null);
-      return st && { busy: st.active, idle: st.idle };
+      if (statuses.length === 0) return null;
+      const all = await Promise.all(statuses.map((st) => readPoolStatus(st).catch(() => null)));
+      if (all.some((st) => st === null)) return null;
+      return { busy: all.reduce((n, st) => n + st!.active, 0), idle: all.reduce((n, st) => n + st!.idle, 0) };
     },
     () => broker?.state ?? null,
   );
@@ -87,28 +94,50 @@ export async function createDaemon(config: Config, logStream?: { write(line: str
   /** What PHP needs to reach the control API: CGI params of bound scripts, env of a managed pool. */
   const controlEnv: Record<string, string> = control ? { WSFPM_CONTROL: control.address, WSFPM_CONTROL_TOKEN: controlToken } : {};
 
-  let fpm: FpmAddress;
-  let managed: ManagedFpm | null = null;
+  let upgrades: Upgrades | null = null;
+  // Filled in once the masters are known; only their crash hooks read it before.
+  let fpms: FpmSet | null = null;
+  const masters: ManagedFpm[] = [];
+  let pools: readonly FpmAddress[];
   if (config.fpm.kind === 'managed') {
-    managed = await ManagedFpm.start({
+    // Headroom: a connection's worker stays busy for a moment (up to closeGrace) after its client left.
+    const workers = Math.ceil(config.maxConnections * 1.1) + 1;
+    const count = Math.ceil(workers / config.fpmMasterWorkers);
+    const each = Math.ceil(workers / count);
+    const started = await Promise.allSettled(Array.from({ length: count }, (_, i) => ManagedFpm.start({
       env: controlEnv,
-      // Headroom: a connection's worker stays busy for a moment (up to closeGrace) after its client left;
-      // events-mode requests need workers of their own besides.
-      maxChildren: Math.ceil(config.maxConnections * 1.1) + 1 + config.eventConcurrency,
+      // Event calls, pages and webhooks go to the first master: it gets their workers besides.
+      maxChildren: each + (i === 0 ? config.eventConcurrency : 0),
       user: config.fpmUser,
       inheritFrom: config.fpmInherit,
       binary: '',
       log,
-      onLost: () => upgrades?.closeBound(1012, 'php-fpm restarting'),
-    });
-    const m = managed;
-    app.addHook('onClose', async () => m.stop());
-    fpm = managed.address;
-    fpmStatus = managed.statusAddress;
+      onLost: () => {
+        const target = fpms?.targets[i];
+        if (!target) return;
+        target.down = true;
+        upgrades?.closeBound(1012, 'php-fpm restarting', target);
+      },
+      onBack: () => {
+        const target = fpms?.targets[i];
+        if (target) target.down = false;
+      },
+    })));
+    for (const r of started) if (r.status === 'fulfilled') masters.push(r.value);
+    const failed = started.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+    if (failed) {
+      await Promise.all(masters.map((m) => m.stop()));
+      throw failed.reason;
+    }
+    app.addHook('onClose', async () => void (await Promise.all(masters.map((m) => m.stop()))));
+    pools = masters.map((m) => m.address);
+    statuses = masters.map((m) => m.statusAddress);
   } else {
-    fpm = config.fpm;
+    pools = config.fpm.pools;
   }
-  let upgrades: Upgrades | null = null;
+  fpms = new FpmSet(pools, statuses, log);
+  const fpm = fpms.first;
+  const managed = masters[0] ?? null;
   const channel = config.sideChannel === 'auto'
     ? await openSideChannel({
       dir: config.sideChannelDir,
@@ -120,7 +149,7 @@ export async function createDaemon(config: Config, logStream?: { write(line: str
     : null;
   if (channel) app.addHook('onClose', async () => channel.close());
   const resolver = new Resolver({ root: config.root, index: config.index, routes: config.routes });
-  const parts = await registerUpgrades(app, { config: () => config, fpm, fpmStatus, resolver, hub, metrics, controlEnv, channel, log });
+  const parts = await registerUpgrades(app, { config: () => config, fpms, resolver, hub, metrics, controlEnv, channel, log });
   upgrades = parts;
   // Standalone mode: requests that are not upgrades get PHP pages and static files (pages.ts).
   const pages = config.pages ? await registerPages(app, config, resolver, log, fpm, controlEnv) : null;
@@ -146,6 +175,8 @@ export async function createDaemon(config: Config, logStream?: { write(line: str
       for (const ws of app.websocketServer.clients) ws.close(code, reason);
     },
     managed,
+    masters,
+    fpms,
     sideChannel: channel,
     hub,
     broker,

@@ -21,7 +21,7 @@ import { PhpEndpoint } from '../bridge/php-endpoint.ts';
 import { type SideChannelListener } from '../bridge/side-channel.ts';
 import { type FpmAddress } from '../fastcgi/address.ts';
 import { type CgiHead } from '../fastcgi/cgi-headers.ts';
-import { PoolGate } from '../fpm/status.ts';
+import { type FpmHold, type FpmSet, type FpmTarget } from '../fpm/fpm-set.ts';
 import { type Hub } from '../hub/hub.ts';
 import { type Metrics } from '../metrics.ts';
 import { type Config } from '../config.ts';
@@ -52,6 +52,8 @@ interface Binding {
   extraHeaders: string[];
   log: Log;
   slot: Slot;
+  /** The php-fpm master PHP runs on, held while the request is open. */
+  master: FpmHold;
   /** Until the route attaches, the client leaving takes the PHP request with it. */
   onGone: () => void;
 }
@@ -73,8 +75,8 @@ const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'transfer-encoding', 'up
 export interface UpgradeParts {
   /** Read at each upgrade: SIGHUP replaces it. */
   config(): Config;
-  fpm: FpmAddress;
-  fpmStatus: FpmAddress | null;
+  /** The php-fpm masters upgrades are spread over. */
+  fpms: FpmSet;
   resolver: Resolver;
   hub: Hub;
   metrics: Metrics;
@@ -108,8 +110,12 @@ export interface Upgrades {
    * at once. Resolves when no connection is left.
    */
   drain(graceMs: number): Promise<void>;
-  /** Closes every bound websocket with `code` (1012 when their php-fpm master died); events-mode ones hold no worker and stay. */
-  closeBound(code: number, reason: string): void;
+  /**
+   * Closes the bound websockets of master `only`, or of every master, with
+   * `code` (1012 when their php-fpm master died); events-mode ones hold no
+   * worker and stay.
+   */
+  closeBound(code: number, reason: string, only?: FpmTarget): void;
   /**
    * Adds the GET route that takes upgrades and hands everything else to
    * `others`; called once those are registered, as the websocket plugin must
@@ -119,13 +125,13 @@ export interface Upgrades {
 }
 
 export async function registerUpgrades(app: FastifyInstance, parts: UpgradeParts): Promise<Upgrades> {
-  const { fpm, fpmStatus, resolver, hub, metrics, controlEnv } = parts;
+  const { fpms, resolver, hub, metrics, controlEnv } = parts;
   let pages: PageHandler | null = null;
   let front: Front | null = null;
   const config = parts.config;
   const slots = new Slots(() => config());
-  const gate = fpmStatus ? new PoolGate(fpmStatus, parts.log) : null;
-  const bridges = new Set<BridgeHandle>();
+  /** Open bound connections, with the master each is bound to. */
+  const bridges = new Map<BridgeHandle, FpmTarget>();
   let draining = false;
   const observer: BridgeObserver = {
     messageIn(bytes) {
@@ -140,7 +146,7 @@ export async function registerUpgrades(app: FastifyInstance, parts: UpgradeParts
       metrics.limits.inc({ limit: code });
     },
   };
-  const events = new EventDispatcher(fpm, hub, () => config(), parts.log, {
+  const events = new EventDispatcher(fpms.first, hub, () => config(), parts.log, {
     message: (direction, bytes) => (direction === 'in' ? observer.messageIn(bytes) : observer.messageOut(bytes)),
     event: (type, ok, seconds) => metrics.observeEvent(type, ok, seconds),
   });
@@ -217,19 +223,20 @@ export async function registerUpgrades(app: FastifyInstance, parts: UpgradeParts
     const slot = slots.take(client.remoteAddress, draining);
     if (slot instanceof WsfpmError) return refuse(socket, slot, log, facts);
     let php: PhpEndpoint | null = null;
-    // Whatever happens from here on, a client that leaves takes its slot and PHP request with it (both idempotent).
+    let master: FpmHold | null = null;
+    // Whatever happens from here on, a client that leaves takes its slot, master and PHP request with it (all idempotent).
     const onGone = (): void => {
       php?.destroy();
+      master?.release();
       slot.release();
     };
     socket.once('close', onGone);
-    if (gate) {
-      const full = await gate.admit();
-      if (full) {
-        slot.release();
-        return refuse(socket, full, log, facts);
-      }
+    const taken = await fpms.take();
+    if (taken instanceof WsfpmError) {
+      slot.release();
+      return refuse(socket, taken, log, facts);
     }
+    master = taken;
     const url = raw.url ?? '/';
     const q = url.indexOf('?');
     const script = await resolver.resolve(q === -1 ? url : url.slice(0, q));
@@ -256,8 +263,8 @@ export async function registerUpgrades(app: FastifyInstance, parts: UpgradeParts
     }, script);
     const offer = parts.channel?.offer();
     if (offer) params.push(...offer.params as Array<[string, string]>);
-    php = new PhpEndpoint(fpm, params, { maxMessage: cfg.maxMessage, maxHeaderBlock: cfg.maxHeaderBlock, channel: offer }, log);
-    const binding: Binding = { id, ip: client.remoteAddress, php, params, mode: { mode: 'bound' }, protocol: false, extraHeaders: [], log, slot, onGone };
+    php = new PhpEndpoint(master.target.address, params, { maxMessage: cfg.maxMessage, maxHeaderBlock: cfg.maxHeaderBlock, channel: offer }, log);
+    const binding: Binding = { id, ip: client.remoteAddress, php, params, mode: { mode: 'bound' }, protocol: false, extraHeaders: [], log, slot, master, onGone };
     const fail = (error: WsfpmError): void => {
       onGone();
       refuse(socket, error, log, facts);
@@ -357,6 +364,8 @@ export async function registerUpgrades(app: FastifyInstance, parts: UpgradeParts
     metrics.opened.inc();
     if (binding.mode.mode === 'events') {
       events.adopt(socket, binding.php, who, binding.params, binding.mode.batch, releaser(binding.slot));
+      // The open request ends now; later events are requests of their own.
+      binding.master.release();
       // An idle connection keeps only its session: the binding (with the upgrade's logger and PHP endpoint)
       // would otherwise live as long as it.
       delete raw[kBinding];
@@ -370,14 +379,16 @@ export async function registerUpgrades(app: FastifyInstance, parts: UpgradeParts
     });
     metrics.open.inc();
     const opened = Date.now();
+    const master = binding.master;
     const handle = bridge(socket, binding.php, who, hub, config(), binding.log, observer, (code) => {
       bridges.delete(handle);
+      master.release();
       metrics.open.dec();
       metrics.closed.inc({ code: String(code) });
       metrics.duration.observe((Date.now() - opened) / 1000);
       binding.slot.release();
     });
-    bridges.add(handle);
+    bridges.set(handle, master.target);
   }
 
   const connections = (): number => slots.bound + slots.events;
@@ -387,16 +398,16 @@ export async function registerUpgrades(app: FastifyInstance, parts: UpgradeParts
     events,
     async drain(graceMs) {
       draining = true;
-      for (const b of bridges) b.drain();
+      for (const b of bridges.keys()) b.drain();
       const eventsDone = events.drain(graceMs);
       const deadline = Date.now() + graceMs;
       while (slots.bound > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
-      for (const b of bridges) b.terminate(1001, 'server shutting down');
+      for (const b of bridges.keys()) b.terminate(1001, 'server shutting down');
       await eventsDone;
       while (connections() > 0 && Date.now() < deadline + 2000) await new Promise((r) => setTimeout(r, 20));
     },
-    closeBound(code, reason) {
-      for (const b of bridges) b.terminate(code, reason);
+    closeBound(code, reason, only) {
+      for (const [b, target] of bridges) if (!only || target === only) b.terminate(code, reason);
     },
     route(others) {
       pages = others.pages;
