@@ -57,6 +57,7 @@ rtt and throughput also measure the floor: php-fpm and the PHP library with no d
   --sizes N,N         throughput message sizes in bytes (default 32,16384)
   --subscribers N     fanout subscribers (default 100)
   --hold N,N          idle bound connections to hold (default 1000,5000)
+  --hold-master-workers N  hold: most workers per php-fpm master (default 1000; 100000 for one master)
   --profile           run the wsfpm daemon and the raw ws server under node --cpu-prof and print summaries
                       (figures are then slowed by profiling: written to latest-profiled.json)
   --profile-dir DIR   where the .cpuprofile files go, in wsfpm/ and raw/ (default: a temp dir)
@@ -77,6 +78,7 @@ function parseArgs(argv: string[]): Options {
     sizes: [32, 16 * 1024],
     subscribers: 100,
     hold: [1000, 5000],
+    holdMasterWorkers: 1000,
     profile: false,
     profileDir: '',
     json: '',
@@ -111,6 +113,7 @@ function parseArgs(argv: string[]): Options {
       case '--in-flight': opts.inFlight = int(flag, value()); break;
       case '--sizes': opts.sizes = (value() ?? '').split(',').map((s) => int('--sizes', s.trim())); break;
       case '--subscribers': opts.subscribers = int(flag, value()); break;
+      case '--hold-master-workers': opts.holdMasterWorkers = int(flag, value()); break;
       case '--hold': opts.hold = (value() ?? '').split(',').map((s) => int('--hold', s.trim())); break;
       case '--profile': opts.profile = true; break;
       case '--profile-dir': opts.profileDir = path.resolve(value() ?? ''); break;
@@ -206,12 +209,16 @@ async function main(): Promise<void> {
   let pool: FpmPool | null = null;
   let wsfpm: System | null = null;
   let raw: System | null = null;
+  let floor: Awaited<ReturnType<typeof floorTarget>> | null = null;
 
   const stopShared = async (): Promise<void> => {
     const d = wsfpm;
     const p = pool;
+    const f = floor;
     wsfpm = null;
     pool = null;
+    floor = null;
+    await f?.close();
     await d?.child.stop();
     await p?.stop();
   };
@@ -253,7 +260,8 @@ async function main(): Promise<void> {
       const t = now();
       log(`${name}: start`);
       try {
-        const ctx: Context = { opts, wsfpm: wsfpm!, raw, floor: pool ? floorTarget(pool) : null, log, pool, profileFlags, profiled };
+        floor ??= pool ? await floorTarget(pool, opts.sideChannel) : null;
+        const ctx: Context = { opts, wsfpm: wsfpm!, raw, floor: pool ? floor : null, log, pool, profileFlags, profiled };
         results[name] = await runners[name](ctx);
       } catch (err) {
         log(`${name}: FAILED: ${(err as Error).stack ?? err}`);

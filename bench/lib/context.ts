@@ -18,6 +18,8 @@ export interface Options {
   sizes: number[];
   subscribers: number;
   hold: number[];
+  /** hold: most workers per php-fpm master (the bound connections are spread over ⌈N / this⌉ masters). */
+  holdMasterWorkers: number;
   profile: boolean;
   profileDir: string;
   json: string;

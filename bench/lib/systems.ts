@@ -80,9 +80,12 @@ export interface DaemonOptions {
   flags?: Record<string, string>;
 }
 
-export async function startWsfpm(pool: FpmPool, options: DaemonOptions): Promise<System> {
+/** With several pools the daemon spreads upgrades over them (`--fpm a,b,…`). */
+export async function startWsfpm(pools: FpmPool | FpmPool[], options: DaemonOptions): Promise<System> {
+  const all = Array.isArray(pools) ? pools : [pools];
+  const fpmPids = (): number[] => all.flatMap((p) => (p.pid ? [p.pid, ...childPids(p.pid)] : []));
   const child = await ServerChild.start('wsfpm daemon', 'daemon.ts', {
-    fpm: `unix:${pool.socket}`,
+    fpm: all.map((p) => `unix:${p.socket}`).join(','),
     root: WWW,
     maxConnections: String(options.maxConnections),
     // All the load comes from 127.0.0.1 and is meant to be fast: lift the per-address and per-client rate limits
@@ -98,14 +101,11 @@ export async function startWsfpm(pool: FpmPool, options: DaemonOptions): Promise
     child,
     url: (role) => `ws://127.0.0.1:${child.port}${WSFPM_PATHS[role]}`,
     side: {
-      label: 'wsfpm daemon + php-fpm master + workers',
-      pids: () => {
-        const master = pool.pid;
-        return master ? [child.pid, master, ...childPids(master)] : [child.pid];
-      },
+      label: 'wsfpm daemon + php-fpm master(s) + workers',
+      pids: () => [child.pid, ...fpmPids()],
       parts: {
         daemon: () => [child.pid],
-        'php-fpm': () => (pool.pid ? [pool.pid, ...childPids(pool.pid)] : []),
+        'php-fpm': fpmPids,
       },
     },
     settle: (timeoutMs = 10_000) => settle(child, timeoutMs),

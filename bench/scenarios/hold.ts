@@ -2,10 +2,12 @@
  * hold: N idle bound connections (1,000, then 5,000), then one 32 B echo on
  * each, all at once: how many survive, and what each costs in memory.
  *
- * wsfpm gets a php-fpm master of its own here, pm static with N + 64 workers
- * (each bound connection holds one worker for its whole life, plus headroom
- * for workers still finishing a closed connection), and a daemon child with
- * maxConnections above N. Every connection runs bench/www/hold.php, which
+ * wsfpm gets php-fpm masters of its own here, pm static with N + 64 workers
+ * in all (each bound connection holds one worker for its whole life, plus
+ * headroom for workers still finishing a closed connection), split over
+ * ⌈(N + 64) / --hold-master-workers⌉ masters (default 1,000 workers each, the
+ * layout docs/deploy.md recommends; a large value gives one master), and a
+ * daemon child with maxConnections above N and `--fpm` naming every master. Every connection runs bench/www/hold.php, which
  * first sends its worker's pid, so the bench knows exactly which workers are
  * bound.
  *
@@ -53,7 +55,7 @@ interface HeldRun {
   heapUsedDelta?: number;
 }
 
-async function holdRun(sys: System, n: number, pool: FpmPool | null): Promise<HeldRun> {
+async function holdRun(sys: System, n: number, pools: FpmPool[]): Promise<HeldRun> {
   const pid = sys.child.pid;
   await sys.settle(30_000);
   const before = await sys.child.request('stats');
@@ -84,8 +86,9 @@ async function holdRun(sys: System, n: number, pool: FpmPool | null): Promise<He
     run.pssAfterKiB = pssKiB(pid);
     const heap = (m: unknown): number => (m as { heapUsed: number }).heapUsed;
     run.heapUsedDelta = heap(after.memory) - heap(before.memory);
-    if (pool?.pid) {
-      const all = childPids(pool.pid);
+    if (pools.length > 0) {
+      const masters = pools.map((p) => p.pid!).filter(Boolean);
+      const all = masters.flatMap((m) => childPids(m));
       let boundSum = 0;
       let idleSum = 0;
       for (const w of all) {
@@ -94,7 +97,7 @@ async function holdRun(sys: System, n: number, pool: FpmPool | null): Promise<He
         else idleSum += p;
       }
       const bound = all.filter((w) => workerPids.has(w)).length;
-      const masterPssKiB = pssKiB(pool.pid);
+      const masterPssKiB = masters.reduce((a, m) => a + pssKiB(m), 0);
       run.workers = {
         bound,
         boundPssMeanKiB: boundSum / (bound || 1),
@@ -128,7 +131,11 @@ async function holdRun(sys: System, n: number, pool: FpmPool | null): Promise<He
   return run;
 }
 
-/** Waits until php-fpm reports every worker idle again (bound scripts ended). */
+/** Waits until php-fpm reports every worker idle again (bound scripts ended), in each pool. */
+async function poolsIdle(pools: FpmPool[], timeoutMs: number): Promise<void> {
+  for (const pool of pools) await poolIdle(pool, timeoutMs);
+}
+
 async function poolIdle(pool: FpmPool, timeoutMs: number): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
@@ -147,10 +154,11 @@ function feasible(requested: number): { n: number; limits: string[] } {
   const limits: string[] = [];
   let n = requested;
   const files = openFileLimit();
-  // The daemon holds 2 sockets per connection, the php-fpm master 2 pipes per worker, this process 1 socket per connection.
-  const byFiles = Math.floor((files.soft - 300 - 2 * HEADROOM) / 2);
+  // The daemon holds 3 sockets per connection (client, FastCGI, side channel), a php-fpm master 2 pipes per worker,
+  // this process 1 socket per connection.
+  const byFiles = Math.floor((files.soft - 300 - 2 * HEADROOM) / 3);
   if (byFiles < n) {
-    limits.push(`open files: soft limit ${files.soft} (hard ${files.hard}) allows ${byFiles} (daemon and php-fpm master need ~2 per connection)`);
+    limits.push(`open files: soft limit ${files.soft} (hard ${files.hard}) allows ${byFiles} (the daemon needs 3 per connection)`);
     n = byFiles;
   }
   const byMemory = Math.floor((memAvailableKiB() * 0.5) / WORKER_BUDGET_KIB) - HEADROOM;
@@ -178,21 +186,30 @@ export async function hold(ctx: Context & { raw: System }): Promise<ScenarioResu
   const details: Record<string, unknown> = { requested, limits, openFiles: files, poolSize };
 
   const t0 = now();
-  const pool = await startPool(poolSize);
+  const masters = Math.ceil(poolSize / ctx.opts.holdMasterWorkers);
+  const each = Math.ceil(poolSize / masters);
+  details.masters = masters;
+  // One after another: forking thousands of workers at once only makes each master slower.
+  const pools: FpmPool[] = [];
   let daemon: System | null = null;
   try {
-    const spawned = await waitWorkers(pool, poolSize, 180_000);
+    let spawned = 0;
+    for (let i = 0; i < masters; i++) {
+      const pool = await startPool(each);
+      pools.push(pool);
+      spawned += await waitWorkers(pool, each, 180_000);
+    }
     const spawnSeconds = (now() - t0) / 1000;
     details.poolSpawnSeconds = spawnSeconds;
     details.workersSpawned = spawned;
-    ctx.log(`hold: php-fpm forked ${spawned}/${poolSize} workers in ${spawnSeconds.toFixed(1)} s; open files soft limit ${files.soft}`);
-    daemon = await startWsfpm(pool, { maxConnections: poolSize, flags: { sideChannel: ctx.opts.sideChannel } });
+    ctx.log(`hold: ${masters} php-fpm master(s) forked ${spawned}/${each * masters} workers in ${spawnSeconds.toFixed(1)} s; open files soft limit ${files.soft}`);
+    daemon = await startWsfpm(pools, { maxConnections: poolSize, flags: { sideChannel: ctx.opts.sideChannel } });
     const runs: Record<number, { wsfpm: HeldRun; raw: HeldRun }> = {};
     for (const n of sizes) {
-      await poolIdle(pool, 30_000);
-      const ws = await holdRun(daemon, n, pool);
+      await poolsIdle(pools, 30_000);
+      const ws = await holdRun(daemon, n, pools);
       ctx.log(`hold ${n} wsfpm: opened ${ws.opened} in ${ws.openSeconds.toFixed(1)} s, echoed ${ws.echoed} (p99 ${ws.echoLatency.p99.toFixed(1)} ms), ${perConnMiB(ws).toFixed(3)} MB per connection ${ws.openErrors.concat(ws.echoErrors).slice(0, 2).join('; ')}`);
-      const raw = await holdRun(ctx.raw, n, null);
+      const raw = await holdRun(ctx.raw, n, []);
       ctx.log(`hold ${n} raw: opened ${raw.opened}, echoed ${raw.echoed}, ${perConnMiB(raw).toFixed(3)} MB per connection`);
       runs[n] = { wsfpm: ws, raw };
       (details[`perConnection${n}`] = { wsfpmMiB: perConnMiB(ws), daemonDeltaKiB: daemonKiB(ws), boundWorkerKiB: ws.workers?.boundPssMeanKiB, allInMiB: allInMiB(ws, n), rawMiB: perConnMiB(raw) });
@@ -204,12 +221,13 @@ export async function hold(ctx: Context & { raw: System }): Promise<ScenarioResu
         `${ws.openFailed} failed to open, ${ws.echoFailed} failed to echo; opened in ${ws.openSeconds.toFixed(1)} s; echo p99 ${ws.echoLatency.p99.toFixed(0)} ms${lowered}`));
       rows.push(row('hold', `${n.toLocaleString('en-US')} bound: memory per connection (daemon Δ + worker PSS)`, 'MB', perConnMiB(ws), perConnMiB(raw), '≤ 0.8 MB', perConnMiB(ws) <= 0.8,
         `daemon Δ ${daemonKiB(ws).toFixed(0)} kB + bound worker ${ws.workers?.boundPssMeanKiB.toFixed(0)} kB; ` +
-          (n === maxN ? `all-in (daemon + master + all ${poolSize} workers) / N ${allInMiB(ws, n).toFixed(2)} MB` : `idle workers of the ${poolSize}-worker pool ${ws.workers?.idlePssMeanKiB.toFixed(0)} kB each`)));
+          `${masters} master(s) of ${each}; ` +
+          (n === maxN ? `all-in (daemon + masters + all ${each * masters} workers) / N ${allInMiB(ws, n).toFixed(2)} MB` : `idle workers ${ws.workers?.idlePssMeanKiB.toFixed(0)} kB each`)));
     }
     details.runs = runs;
   } finally {
     await daemon?.child.stop();
-    await pool.stop();
+    await Promise.all(pools.map((p) => p.stop()));
   }
   return { rows, details };
 }
