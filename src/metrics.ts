@@ -24,6 +24,7 @@ export class Metrics {
   readonly pusherErrors: client.Counter<'code'>;
   readonly pusherEvents: client.Counter<'source'>;
   #pusherOpen: () => number = () => 0;
+  #fpmHeld: () => Array<{ fpm: string; held: number }> = () => [];
 
   constructor(collectPool: () => Promise<{ busy: number; idle: number } | null>, broker: () => { connected: boolean; failures: number } | null) {
     const r = [this.registry];
@@ -94,6 +95,16 @@ export class Metrics {
     new client.Gauge({ name: 'wsfpm_event_connections_open', help: 'Events-mode connections held by the daemon now.', registers: r, collect() { this.set(state().connections); } });
     new client.Gauge({ name: 'wsfpm_event_queue_depth', help: 'Events mode: inputs waiting for their connection\'s next event, all connections together.', registers: r, collect() { this.set(state().queued); } });
     new client.Gauge({ name: 'wsfpm_events_running', help: 'Events mode: event requests in php-fpm now.', registers: r, collect() { this.set(state().running); } });
+    const fpmHeld = (): Array<{ fpm: string; held: number }> => this.#fpmHeld();
+    new client.Gauge({
+      name: 'wsfpm_fpm_connections',
+      help: 'Bound connections and upgrades being decided, per php-fpm master (--fpm a,b or managed masters).',
+      labelNames: ['fpm'],
+      registers: r,
+      collect() {
+        for (const { fpm, held } of fpmHeld()) this.set({ fpm }, held);
+      },
+    });
     const pusherOpen = (): number => this.#pusherOpen();
     new client.Gauge({ name: 'wsfpm_pusher_connections_open', help: 'Pusher protocol (pusher-js, laravel-echo) connections now.', registers: r, collect() { this.set(pusherOpen()); } });
     this.pusherErrors = new client.Counter({ name: 'wsfpm_pusher_errors_total', help: 'Pusher protocol refusals (connections, messages, subscriptions, API requests), by error code.', labelNames: ['code'], registers: r });
@@ -110,6 +121,11 @@ export class Metrics {
   /** Where the Pusher connection gauge reads its value at scrape time. */
   watchPusher(open: () => number): void {
     this.#pusherOpen = open;
+  }
+
+  /** Where the per-master gauge reads its values at scrape time. */
+  watchFpm(held: () => Array<{ fpm: string; held: number }>): void {
+    this.#fpmHeld = held;
   }
 
   /** Where the events-mode gauges read their values at scrape time. */

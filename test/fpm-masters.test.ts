@@ -129,4 +129,37 @@ describe('--fpm a,b: the site\'s own pools, with their status listeners', () => 
     for (const o of [...opened.filter((x) => x !== onB), next!]) o.c.ws.close();
     await Promise.all([...opened.filter((x) => x !== onB), next!].map((o) => o.c.closed));
   });
+
+  it('a master counts only what it holds: refusals (no script) and clients gone before PHP leave every count at 0', async () => {
+    const held = async (): Promise<number[]> => {
+      const text = await (await fetch(`http://${h.daemon.control!.address.replace(/^tcp:/, '')}/metrics`)).text();
+      return [a, b].map((p) => Number(text.match(new RegExp(`wsfpm_fpm_connections\\{fpm="unix:${p.socket.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}"\\} (\\d+)`))?.[1]));
+    };
+    for (let i = 0; i < 4; i++) assert.equal((await refusal(h.url('/no-such-script.php'))).status, 404);
+    // Clients that send the upgrade and leave at once, while the status is read (the last reading has gone stale) or PHP is asked.
+    await sleep(300);
+    const { default: net } = await import('node:net');
+    const port = Number(new URL(h.url('/')).port);
+    await Promise.all(Array.from({ length: 6 }, () => new Promise<void>((resolve) => {
+      const s = net.connect(port, '127.0.0.1', () => {
+        s.write(`GET /pid.php HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n`);
+        setImmediate(() => s.destroy());
+      });
+      s.on('close', () => resolve());
+      s.on('error', () => undefined);
+    })));
+    let counts: number[] = [];
+    for (let i = 0; i < 30; i++) {
+      counts = await held();
+      if (counts.every((n) => n === 0)) break;
+      await sleep(100);
+    }
+    assert.deepEqual(counts, [0, 0]);
+    // And both masters still take connections.
+    const both = [await openOnMaster(h.url('/pid.php')), await openOnMaster(h.url('/pid.php'))];
+    assert.deepEqual(both.map((o) => o.master).sort(), [a.pid, b.pid].sort());
+    assert.deepEqual(await held(), [1, 1]);
+    for (const o of both) o.c.ws.close();
+    await Promise.all(both.map((o) => o.c.closed));
+  });
 });

@@ -19,7 +19,7 @@ import type { WebSocket } from 'ws';
 import { bridge, type BridgeHandle, type BridgeObserver } from '../bridge/bridge.ts';
 import { PhpEndpoint } from '../bridge/php-endpoint.ts';
 import { type SideChannelListener } from '../bridge/side-channel.ts';
-import { type FpmAddress } from '../fastcgi/address.ts';
+import { formatFpmAddress, type FpmAddress } from '../fastcgi/address.ts';
 import { type CgiHead } from '../fastcgi/cgi-headers.ts';
 import { type FpmHold, type FpmSet, type FpmTarget } from '../fpm/fpm-set.ts';
 import { type Hub } from '../hub/hub.ts';
@@ -150,6 +150,7 @@ export async function registerUpgrades(app: FastifyInstance, parts: UpgradeParts
     message: (direction, bytes) => (direction === 'in' ? observer.messageIn(bytes) : observer.messageOut(bytes)),
     event: (type, ok, seconds) => metrics.observeEvent(type, ok, seconds),
   });
+  metrics.watchFpm(() => fpms.targets.map((t) => ({ fpm: formatFpmAddress(t.address), held: t.held })));
   metrics.watchEvents(() => ({ connections: events.sessions.size, queued: events.queued, running: events.running }));
   app.addHook('onClose', async () => events.stop());
 
@@ -211,6 +212,8 @@ export async function registerUpgrades(app: FastifyInstance, parts: UpgradeParts
    * daemon does before PHP answers (docs/performance.md).
    */
   async function take(raw: RawWithBinding, socket: Duplex, upgradeHead: Buffer): Promise<void> {
+    // A client that left while the front looked at its path: its 'close' has fired, nothing would release what we take.
+    if (socket.destroyed) return;
     socket.on('error', guardSocket);
     const cfg = config();
     const id = newId();
@@ -233,19 +236,21 @@ export async function registerUpgrades(app: FastifyInstance, parts: UpgradeParts
     socket.once('close', onGone);
     const taken = await fpms.take();
     if (taken instanceof WsfpmError) {
-      slot.release();
+      onGone();
       return refuse(socket, taken, log, facts);
     }
     master = taken;
+    // 'close' may have fired while the status was read, before there was a master to release.
+    if (socket.destroyed) return onGone();
     const url = raw.url ?? '/';
     const q = url.indexOf('?');
     const script = await resolver.resolve(q === -1 ? url : url.slice(0, q));
     if (!script) {
-      slot.release();
+      onGone();
       return refuse(socket, wsfpmError('WSFPM_ERR_NOT_FOUND', url.slice(0, 200)), log, facts);
     }
     // A client that left while we looked: nothing to open.
-    if (socket.destroyed) return slot.release();
+    if (socket.destroyed) return onGone();
     const tcp = raw.socket;
     const params = buildParams({
       method: 'GET',
@@ -279,6 +284,8 @@ export async function registerUpgrades(app: FastifyInstance, parts: UpgradeParts
       return fail(err instanceof WsfpmError ? err : wsfpmError('WSFPM_ERR_PHP_DIED', String(err)));
     }
 
+    // An interim status written as the final answer would leave the client waiting for the real one.
+    if (head.status < 200 && head.status !== 101) return fail(wsfpmError('WSFPM_ERR_PHP_HEADERS', `PHP answered the upgrade with the interim status ${head.status}`));
     if (head.status !== 101) {
       const body = await php.body(cfg.maxRejectBody);
       onGone();
@@ -441,6 +448,15 @@ export async function registerUpgrades(app: FastifyInstance, parts: UpgradeParts
       };
       app.server.on('upgrade', (raw: IncomingMessage, socket: Duplex, head: Buffer) => {
         const url = raw.url ?? '/';
+        // Websocket clients send the origin form; an absolute form (`GET http://host/ HTTP/1.1`) is a proxy's,
+        // fastify's router matches no route for it and leaves the socket hanging, and http-proxy may throw on it.
+        if (!url.startsWith('/')) {
+          const error = wsfpmError('WSFPM_ERR_BAD_TARGET', url.slice(0, 200));
+          parts.log.info({ path: error.detail, ip: raw.socket.remoteAddress, status: error.status, code: error.code }, 'websocket upgrade refused');
+          metrics.rejects.inc({ reason: error.code });
+          writeRawReply(socket, error.status, [['content-type', 'text/plain; charset=utf-8'], ['x-wsfpm-error', error.code]], `${error.message}\n`);
+          return;
+        }
         const q = url.indexOf('?');
         const pathOnly = q === -1 ? url : url.slice(0, q);
         if (pathOnly.endsWith(DOCTOR_SUFFIX) || delegate(pathOnly)) return toFastify(raw, socket, head);
@@ -450,6 +466,7 @@ export async function registerUpgrades(app: FastifyInstance, parts: UpgradeParts
         socket.on('error', guardSocket);
         front.owns(raw).then((own) => {
           socket.off('error', guardSocket);
+          if (socket.destroyed) return;
           if (own) ours(raw, socket, head);
           else toFastify(raw, socket, head);
         }, () => socket.destroy());
