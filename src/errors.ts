@@ -21,6 +21,7 @@ export const ERRORS = Object.freeze({
   WSFPM_ERR_BAD_HANDSHAKE: { status: 400, close: 1002, message: 'invalid websocket handshake' },
   WSFPM_ERR_ORIGIN: { status: 403, close: 1008, message: 'cross-origin websocket refused' },
   WSFPM_ERR_NOT_FOUND: { status: 404, close: 1008, message: 'no script for this path' },
+  WSFPM_ERR_BAD_TARGET: { status: 400, close: 1002, message: 'request target that cannot be passed on' },
   WSFPM_ERR_INTERNAL: { status: 500, close: 1011, message: 'internal error in wsfpm (a bug; the log has its stack)' },
   WSFPM_ERR_TOO_MANY: { status: 503, close: 1013, message: 'connection limit reached' },
   // php-fpm, before the 101.

@@ -459,6 +459,20 @@ describe('in front of a Node site: headers, streaming, other upgrades', () => {
     assert.match(post, /^HTTP\/1\.1 200 /);
     assert.equal((JSON.parse(post.slice(post.indexOf('\r\n\r\n') + 4)) as { body: string }).body, 'hello world');
   });
+
+  it('a request target Node lets through but cannot be passed on (`http://[::1/`) gets 400, and the daemon goes on', async () => {
+    const before = codes(nodeFront, 'WSFPM_ERR_BAD_TARGET');
+    const plain = await rawExchange(nodeFront.port, 'GET http://[::1/ HTTP/1.1\r\nHost: site.example\r\n\r\n');
+    assert.match(plain, /^HTTP\/1\.1 400 /);
+    assert.match(plain, /x-wsfpm-error: WSFPM_ERR_BAD_TARGET/i);
+    const h2c = await rawExchange(nodeFront.port, 'GET http://[::1/ HTTP/1.1\r\nHost: site.example\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n');
+    assert.match(h2c, /^HTTP\/1\.1 400 /);
+    const ws = await rawExchange(nodeFront.port, 'GET http://[::1/other HTTP/1.1\r\nHost: site.example\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n');
+    assert.match(ws, /^HTTP\/1\.1 400 /);
+    assert.equal(codes(nodeFront, 'WSFPM_ERR_BAD_TARGET'), before + 3);
+    const after = await send(`${base()}/headers`);
+    assert.equal(after.status, 200);
+  });
 });
 
 describe('in front of nothing', () => {

@@ -190,6 +190,29 @@ export async function registerFront(app: FastifyInstance, config: Config, log: L
   }
   proxy.on('error', failed);
 
+  /**
+   * http-proxy parses the request target with url.parse, which throws on some that Node's parser lets
+   * through (an absolute form such as `http://[::1/`); thrown from the server's 'request' listener, that
+   * would end the daemon. Such a request gets a 400 and one log line instead.
+   */
+  function guarded(raw: Raw, out: ServerResponse | Socket, go: () => void): void {
+    try {
+      go();
+    } catch (err) {
+      const error = wsfpmError('WSFPM_ERR_BAD_TARGET', `${(err as NodeJS.ErrnoException).code ?? 'error'}: ${String(raw.url).slice(0, 200)}`);
+      const pass = raw[kPass];
+      if (pass) pass.reported = true;
+      (pass?.log ?? log).info({ ...pass?.facts, status: error.status, code: error.code, detail: error.detail }, 'request target refused');
+      const body = `${error.status} ${STATUS_CODES[error.status] ?? ''}\n`;
+      if (out instanceof ServerResponse) {
+        if (!out.headersSent) out.writeHead(error.status, { 'content-type': 'text/plain; charset=utf-8', 'content-length': Buffer.byteLength(body), 'x-wsfpm-error': error.code, connection: 'close' });
+        out.end(body);
+      } else {
+        out.end(`HTTP/1.1 ${error.status} ${STATUS_CODES[error.status] ?? ''}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(body)}\r\nx-wsfpm-error: ${error.code}\r\nconnection: close\r\n\r\n${body}`);
+      }
+    }
+  }
+
   /** A request (not an upgrade) on its way to the site. */
   function passOn(raw: Raw, res: ServerResponse): void {
     const pass = begin(raw);
@@ -201,7 +224,7 @@ export async function registerFront(app: FastifyInstance, config: Config, log: L
       pass.clientGone = true;
       pass.proxyReq?.destroy();
     });
-    proxy.web(raw, res, {}, failed);
+    guarded(raw, res, () => proxy.web(raw, res, {}, failed));
   }
 
   function web(request: FastifyRequest, reply: FastifyReply): void {
@@ -224,7 +247,7 @@ export async function registerFront(app: FastifyInstance, config: Config, log: L
         }
         pass.log.debug({ ...pass.facts, ms: Date.now() - pass.started }, 'websocket tunnel to the site behind closed');
       });
-      proxy.ws(raw, socket, raw[kHead] ?? Buffer.alloc(0), {}, failed);
+      guarded(raw, socket, () => proxy.ws(raw, socket, raw[kHead] ?? Buffer.alloc(0), {}, failed));
       return;
     }
     ignoreUpgrade(raw, reply.raw, pass);
@@ -250,7 +273,7 @@ export async function registerFront(app: FastifyInstance, config: Config, log: L
     }
     delete raw.headers.expect;
     const options = length > 0 ? { buffer: bodyAfterHead(raw[kHead] ?? Buffer.alloc(0), socket, length) } : {};
-    proxy.web(raw, res, options, failed);
+    guarded(raw, res, () => proxy.web(raw, res, options, failed));
   }
 
   // Every method but GET/HEAD, in a context of its own, passed on from onRequest: before fastify looks at the
