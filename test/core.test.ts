@@ -173,6 +173,22 @@ describe('PHP accepts or refuses', () => {
     await assertStillServes();
   });
 
+  it('an interim status from PHP (103) is answered 502, not passed on as the final answer', async () => {
+    const before = h.logs.length;
+    const res = await rawUpgrade(h.port, '/reject-interim.php');
+    assert.match(res, /^HTTP\/1\.1 502 /);
+    assert.ok(h.logs.slice(before).some((l) => l.code === 'WSFPM_ERR_PHP_HEADERS'));
+    await assertStillServes();
+  });
+
+  it('a 204 refusal has no Content-Length, and one Date (wsfpm\'s, not a second from PHP)', async () => {
+    const res = await rawUpgrade(h.port, '/reject-no-content.php');
+    assert.match(res, /^HTTP\/1\.1 204 /);
+    assert.doesNotMatch(res, /content-length/i);
+    assert.equal(res.match(/\r\ndate: /gi)?.length, 1);
+    assert.doesNotMatch(res, /1970/);
+  });
+
   it('returns a page that is not a websocket script as it is', async () => {
     const r = await refusal(h.url('/plain.php'));
     assert.equal(r.status, 200);

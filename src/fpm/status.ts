@@ -17,6 +17,12 @@ export interface PoolStatus {
   listenQueue: number;
 }
 
+/**
+ * The status listener answers from the master itself, in well under a millisecond; one that has not
+ * answered in this long is wedged, and upgrades waiting on the reading must not wait with it, ms.
+ */
+const STATUS_TIMEOUT_MS = 1000;
+
 export async function readPoolStatus(address: FpmAddress, path = '/status'): Promise<PoolStatus> {
   const res = await fcgiFetch(address, {
     REQUEST_METHOD: 'GET',
@@ -27,7 +33,7 @@ export async function readPoolStatus(address: FpmAddress, path = '/status'): Pro
     SERVER_NAME: 'localhost',
     SERVER_PORT: '80',
     REMOTE_ADDR: '127.0.0.1',
-  });
+  }, undefined, undefined, STATUS_TIMEOUT_MS);
   if (res.head.status !== 200) throw new Error(`status page answered ${res.head.status}`);
   const j = JSON.parse(res.body.toString('utf8')) as Record<string, number>;
   return {

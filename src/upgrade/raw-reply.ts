@@ -21,7 +21,8 @@ function valid(name: string, value: string): boolean {
 
 /**
  * Writes the response and ends the socket. `headers` are written as given,
- * after dropping invalid ones; content-length, date and `connection: close`
+ * after dropping invalid ones and PHP's own date, content-length and
+ * connection; date, content-length (not on 204/304) and `connection: close`
  * are added. Returns the names of the headers it dropped.
  */
 export function writeRawReply(socket: Duplex, status: number, headers: ReadonlyArray<readonly [string, string]>, body: Buffer | string): string[] {
@@ -29,12 +30,17 @@ export function writeRawReply(socket: Duplex, status: number, headers: ReadonlyA
   const dropped: string[] = [];
   let head = `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? 'Unknown'}\r\n`;
   for (const [name, value] of headers) {
+    const lower = name.toLowerCase();
+    // Written below, once: a second copy from PHP would contradict them.
+    if (lower === 'date' || lower === 'content-length' || lower === 'connection') continue;
     if (valid(name, value)) head += `${name}: ${value}\r\n`;
     else dropped.push(name);
   }
-  head += `date: ${new Date().toUTCString()}\r\ncontent-length: ${payload.length}\r\nconnection: close\r\n\r\n`;
+  // RFC 9110 §8.6: no Content-Length on a 204, and none that would not describe the body on a 304.
+  const bodiless = status === 204 || status === 304;
+  head += `date: ${new Date().toUTCString()}\r\n${bodiless ? '' : `content-length: ${payload.length}\r\n`}connection: close\r\n\r\n`;
   if (socket.destroyed) return dropped;
   // Once it has left, the socket goes: the client may not close its end.
-  socket.end(Buffer.concat([Buffer.from(head, 'latin1'), payload]), () => socket.destroy());
+  socket.end(bodiless ? Buffer.from(head, 'latin1') : Buffer.concat([Buffer.from(head, 'latin1'), payload]), () => socket.destroy());
   return dropped;
 }
