@@ -163,6 +163,19 @@ export async function registerFront(app: FastifyInstance, config: Config, log: L
     });
   });
 
+  /** The short page of an error of ours, on a response or (an upgrade's) bare socket. */
+  function answerError(error: WsfpmError, out: ServerResponse | Socket, end: boolean): void {
+    const body = `${error.status} ${STATUS_CODES[error.status] ?? ''}\n`;
+    if (out instanceof ServerResponse) {
+      if (!out.headersSent) out.writeHead(error.status, { 'content-type': 'text/plain; charset=utf-8', 'content-length': Buffer.byteLength(body), 'x-wsfpm-error': error.code, ...(end ? { connection: 'close' } : {}) });
+      out.end(body);
+      return;
+    }
+    const text = `HTTP/1.1 ${error.status} ${STATUS_CODES[error.status] ?? ''}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(body)}\r\nx-wsfpm-error: ${error.code}\r\nconnection: close\r\n\r\n${body}`;
+    if (end) out.end(text);
+    else out.write(text);
+  }
+
   function failed(err: Error, req: IncomingMessage, out: ServerResponse | Socket): void {
     const pass = (req as Raw)[kPass];
     if (pass?.timer) clearTimeout(pass.timer);
@@ -178,15 +191,13 @@ export async function registerFront(app: FastifyInstance, config: Config, log: L
         return;
       }
       l.warn(facts, 'the site behind failed; answered with an error page');
-      const body = `${error.status} ${STATUS_CODES[error.status] ?? ''}\n`;
-      out.writeHead(error.status, { 'content-type': 'text/plain; charset=utf-8', 'content-length': Buffer.byteLength(body), 'x-wsfpm-error': error.code }).end(body);
+      answerError(error, out, false);
       return;
     }
     // A tunnelled upgrade: http-proxy ends the socket after this.
     if (pass?.answered) return void l.info(facts, 'websocket tunnel to the site behind failed');
     l.warn(facts, 'the site behind failed; upgrade answered with an error');
-    const body = `${error.status} ${STATUS_CODES[error.status] ?? ''}\n`;
-    out.write(`HTTP/1.1 ${error.status} ${STATUS_CODES[error.status] ?? ''}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(body)}\r\nx-wsfpm-error: ${error.code}\r\nconnection: close\r\n\r\n${body}`);
+    answerError(error, out, false);
   }
   proxy.on('error', failed);
 
@@ -203,13 +214,7 @@ export async function registerFront(app: FastifyInstance, config: Config, log: L
       const pass = raw[kPass];
       if (pass) pass.reported = true;
       (pass?.log ?? log).info({ ...pass?.facts, status: error.status, code: error.code, detail: error.detail }, 'request target refused');
-      const body = `${error.status} ${STATUS_CODES[error.status] ?? ''}\n`;
-      if (out instanceof ServerResponse) {
-        if (!out.headersSent) out.writeHead(error.status, { 'content-type': 'text/plain; charset=utf-8', 'content-length': Buffer.byteLength(body), 'x-wsfpm-error': error.code, connection: 'close' });
-        out.end(body);
-      } else {
-        out.end(`HTTP/1.1 ${error.status} ${STATUS_CODES[error.status] ?? ''}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(body)}\r\nx-wsfpm-error: ${error.code}\r\nconnection: close\r\n\r\n${body}`);
-      }
+      answerError(error, out, true);
     }
   }
 

@@ -450,13 +450,7 @@ export async function registerUpgrades(app: FastifyInstance, parts: UpgradeParts
         const url = raw.url ?? '/';
         // Websocket clients send the origin form; an absolute form (`GET http://host/ HTTP/1.1`) is a proxy's,
         // fastify's router matches no route for it and leaves the socket hanging, and http-proxy may throw on it.
-        if (!url.startsWith('/')) {
-          const error = wsfpmError('WSFPM_ERR_BAD_TARGET', url.slice(0, 200));
-          parts.log.info({ path: error.detail, ip: raw.socket.remoteAddress, status: error.status, code: error.code }, 'websocket upgrade refused');
-          metrics.rejects.inc({ reason: error.code });
-          writeRawReply(socket, error.status, [['content-type', 'text/plain; charset=utf-8'], ['x-wsfpm-error', error.code]], `${error.message}\n`);
-          return;
-        }
+        if (!url.startsWith('/')) return refuse(socket, wsfpmError('WSFPM_ERR_BAD_TARGET', url.slice(0, 200)), parts.log, { ip: raw.socket.remoteAddress });
         const q = url.indexOf('?');
         const pathOnly = q === -1 ? url : url.slice(0, q);
         if (pathOnly.endsWith(DOCTOR_SUFFIX) || delegate(pathOnly)) return toFastify(raw, socket, head);
