@@ -163,17 +163,15 @@ export async function registerFront(app: FastifyInstance, config: Config, log: L
     });
   });
 
-  /** The short page of an error of ours, on a response or (an upgrade's) bare socket. */
-  function answerError(error: WsfpmError, out: ServerResponse | Socket, end: boolean): void {
+  /** The short page of an error of ours, on a response or on an upgrade's bare socket (which http-proxy then ends). */
+  function answerError(error: WsfpmError, out: ServerResponse | Socket, close = false): void {
     const body = `${error.status} ${STATUS_CODES[error.status] ?? ''}\n`;
     if (out instanceof ServerResponse) {
-      if (!out.headersSent) out.writeHead(error.status, { 'content-type': 'text/plain; charset=utf-8', 'content-length': Buffer.byteLength(body), 'x-wsfpm-error': error.code, ...(end ? { connection: 'close' } : {}) });
+      out.writeHead(error.status, { 'content-type': 'text/plain; charset=utf-8', 'content-length': Buffer.byteLength(body), 'x-wsfpm-error': error.code, ...(close ? { connection: 'close' } : {}) });
       out.end(body);
       return;
     }
-    const text = `HTTP/1.1 ${error.status} ${STATUS_CODES[error.status] ?? ''}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(body)}\r\nx-wsfpm-error: ${error.code}\r\nconnection: close\r\n\r\n${body}`;
-    if (end) out.end(text);
-    else out.write(text);
+    out.write(`HTTP/1.1 ${error.status} ${STATUS_CODES[error.status] ?? ''}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(body)}\r\nx-wsfpm-error: ${error.code}\r\nconnection: close\r\n\r\n${body}`);
   }
 
   function failed(err: Error, req: IncomingMessage, out: ServerResponse | Socket): void {
@@ -191,22 +189,23 @@ export async function registerFront(app: FastifyInstance, config: Config, log: L
         return;
       }
       l.warn(facts, 'the site behind failed; answered with an error page');
-      answerError(error, out, false);
+      answerError(error, out);
       return;
     }
     // A tunnelled upgrade: http-proxy ends the socket after this.
     if (pass?.answered) return void l.info(facts, 'websocket tunnel to the site behind failed');
     l.warn(facts, 'the site behind failed; upgrade answered with an error');
-    answerError(error, out, false);
+    answerError(error, out);
   }
   proxy.on('error', failed);
 
   /**
    * http-proxy parses the request target with url.parse, which throws on some that Node's parser lets
    * through (an absolute form such as `http://[::1/`); thrown from the server's 'request' listener, that
-   * would end the daemon. Such a request gets a 400 and one log line instead.
+   * would end the daemon. Such a request gets a 400 and one log line instead. (Upgrades in absolute form
+   * never get here: upgrade.ts refuses them first.)
    */
-  function guarded(raw: Raw, out: ServerResponse | Socket, go: () => void): void {
+  function guarded(raw: Raw, res: ServerResponse, go: () => void): void {
     try {
       go();
     } catch (err) {
@@ -214,7 +213,7 @@ export async function registerFront(app: FastifyInstance, config: Config, log: L
       const pass = raw[kPass];
       if (pass) pass.reported = true;
       (pass?.log ?? log).info({ ...pass?.facts, status: error.status, code: error.code, detail: error.detail }, 'request target refused');
-      answerError(error, out, true);
+      answerError(error, res, true);
     }
   }
 
@@ -252,7 +251,7 @@ export async function registerFront(app: FastifyInstance, config: Config, log: L
         }
         pass.log.debug({ ...pass.facts, ms: Date.now() - pass.started }, 'websocket tunnel to the site behind closed');
       });
-      guarded(raw, socket, () => proxy.ws(raw, socket, raw[kHead] ?? Buffer.alloc(0), {}, failed));
+      proxy.ws(raw, socket, raw[kHead] ?? Buffer.alloc(0), {}, failed);
       return;
     }
     ignoreUpgrade(raw, reply.raw, pass);
@@ -278,7 +277,7 @@ export async function registerFront(app: FastifyInstance, config: Config, log: L
     }
     delete raw.headers.expect;
     const options = length > 0 ? { buffer: bodyAfterHead(raw[kHead] ?? Buffer.alloc(0), socket, length) } : {};
-    guarded(raw, res, () => proxy.web(raw, res, options, failed));
+    proxy.web(raw, res, options, failed);
   }
 
   // Every method but GET/HEAD, in a context of its own, passed on from onRequest: before fastify looks at the

@@ -212,8 +212,6 @@ export async function registerUpgrades(app: FastifyInstance, parts: UpgradeParts
    * daemon does before PHP answers (docs/performance.md).
    */
   async function take(raw: RawWithBinding, socket: Duplex, upgradeHead: Buffer): Promise<void> {
-    // A client that left while the front looked at its path: its 'close' has fired, nothing would release what we take.
-    if (socket.destroyed) return;
     socket.on('error', guardSocket);
     const cfg = config();
     const id = newId();
@@ -460,6 +458,7 @@ export async function registerUpgrades(app: FastifyInstance, parts: UpgradeParts
         socket.on('error', guardSocket);
         front.owns(raw).then((own) => {
           socket.off('error', guardSocket);
+          // A client that left while the front looked at its path: its 'close' has fired, nothing would release what we take.
           if (socket.destroyed) return;
           if (own) ours(raw, socket, head);
           else toFastify(raw, socket, head);
